@@ -1,0 +1,224 @@
+"""The ``soong`` command line: a table of lazy commands, global options, error rendering.
+
+Start-up cost matters (``soong --help`` is typed often): this module imports cleo and
+nothing heavy; each command's module is imported only when that command is listed or
+run, and heavy libraries only inside ``handle()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib import import_module
+from typing import TYPE_CHECKING, Callable
+
+from cleo.application import Application
+from cleo.exceptions import CleoCommandNotFoundError, CleoError, CleoLogicError
+from cleo.formatters.formatter import Formatter
+from cleo.io.inputs.option import Option
+from cleo.io.outputs.output import Verbosity
+from cleo.loaders.command_loader import CommandLoader
+
+from soong_core import __version__
+from soong_core.errors import EXIT_RUNTIME, EXIT_USAGE, SoongError
+
+if TYPE_CHECKING:
+    from cleo.commands.command import Command
+    from cleo.io.inputs.definition import Definition
+    from cleo.io.io import IO
+
+    from soong_core.plugins import Plugins
+
+EXIT_INTERRUPTED = 130
+
+COMMANDS: dict[str, str] = {
+    "plugins": "soong_core.cli.commands.plugins:PluginsCommand",
+}
+"""Core command name -> ``module:Class``; the module is imported only when needed."""
+
+
+def _lazy(target: str) -> Callable[[], Command]:
+    module, _, attr = target.partition(":")
+
+    def factory() -> Command:
+        return getattr(import_module(module), attr)()
+
+    return factory
+
+
+class SoongCommandLoader(CommandLoader):
+    """Core commands from :data:`COMMANDS`; plugin commands asked for only when needed.
+
+    Running a core command never loads plugins for the command table; listing commands
+    or naming an unknown one does.
+    """
+
+    def __init__(self, app: SoongApplication) -> None:
+        self._app = app
+        self._core = {name: _lazy(target) for name, target in COMMANDS.items()}
+
+    def _plugin_factories(self) -> dict[str, Callable[[], Command]]:
+        registry = self._app.plugins.commands()
+        factories = {}
+        for entry in registry:
+            if entry.name in self._core:
+                logging.getLogger("soong.plugins").warning(
+                    "plugin %r adds command %r, which is a core command: ignored",
+                    entry.plugin, entry.name)
+                continue
+            factories[entry.name] = entry.factory
+        return factories
+
+    @property
+    def names(self) -> list[str]:
+        return [*self._core, *self._plugin_factories()]
+
+    def has(self, name: str) -> bool:
+        return name in self._core or name in self._plugin_factories()
+
+    def get(self, name: str) -> Command:
+        factory = self._core.get(name) or self._plugin_factories().get(name)
+        if factory is None:
+            raise CleoCommandNotFoundError(name)
+        return factory()
+
+
+class IOLogHandler(logging.Handler):
+    """Sends soong's log records to the command's stderr: warnings always, the rest
+    by verbosity (``-v`` info, ``-vv`` debug)."""
+
+    def __init__(self, io: IO) -> None:
+        super().__init__()
+        self.io = io
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = Formatter.escape(record.getMessage())
+        except Exception:  # a broken log call must not break the command
+            text = Formatter.escape(str(record.msg))
+        if record.levelno >= logging.WARNING:
+            self.io.write_error_line(f"<comment>warning:</comment> {text}")
+        else:
+            self.io.write_error_line(f"<fg=default;options=dark>{record.levelname.lower()}: {text}</>")
+
+
+def _log_level(io: IO) -> int:
+    if io.is_very_verbose():
+        return logging.DEBUG
+    if io.is_verbose():
+        return logging.INFO
+    if io.output.is_quiet():
+        return logging.ERROR
+    return logging.WARNING
+
+
+class SoongApplication(Application):
+    """The ``soong`` application. Pass ``plugins`` to run against a given plugin manager
+    (tests, embedding); by default one is built on first use, honouring ``--no-plugins``."""
+
+    def __init__(self, plugins: Plugins | None = None) -> None:
+        super().__init__("soong", __version__)
+        self._plugins = plugins
+        self.no_plugins = False
+        self.config_path: str | None = None
+        self.set_command_loader(SoongCommandLoader(self))
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            from soong_core.plugins import make_plugins
+
+            self._plugins = make_plugins(entry_points=not self.no_plugins)
+        return self._plugins
+
+    @property
+    def long_version(self) -> str:
+        return f"soong {self.version}"
+
+    @property
+    def _default_definition(self) -> Definition:
+        definition = super()._default_definition
+        definition.add_option(Option("--config", flag=False, requires_value=True,
+                                     description="Read the configuration from this file."))
+        definition.add_option(Option("--no-plugins", flag=True,
+                                     description="Load no third-party plugins (built-ins only)."))
+        return definition
+
+    def _run(self, io: IO) -> int:
+        self.no_plugins = io.input.has_parameter_option("--no-plugins", True)
+        self.config_path = io.input.parameter_option("--config", None, True) or None
+        handler = IOLogHandler(io)
+        logger = logging.getLogger("soong")
+        logger.addHandler(handler)
+        previous = logger.level, logger.propagate
+        logger.setLevel(_log_level(io))
+        logger.propagate = False
+        try:
+            return super()._run(io)
+        except SoongError as error:
+            self._render_soong_error(error, io)
+            return error.exit_code
+        except CleoLogicError as error:
+            self._render_unexpected(error, io)
+            return EXIT_RUNTIME
+        except CleoError as error:
+            self._render_usage_error(error, io)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            io.write_error_line("<error>interrupted</error>", verbosity=Verbosity.QUIET)
+            return EXIT_INTERRUPTED
+        except Exception as error:
+            self._render_unexpected(error, io)
+            return EXIT_RUNTIME
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous[0])
+            logger.propagate = previous[1]
+
+    # -- error rendering ------------------------------------------------------------
+
+    def _write_error(self, io: IO, message: str, hints: list[str]) -> None:
+        io.write_error_line(f"<error>error:</error> {Formatter.escape(message)}",
+                            verbosity=Verbosity.QUIET)
+        for hint in hints:
+            io.write_error_line(f"  <comment>{Formatter.escape(hint)}</comment>",
+                                verbosity=Verbosity.QUIET)
+
+    def _write_traceback(self, io: IO, error: BaseException) -> None:
+        import traceback
+
+        if io.is_debug():
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            io.write_error_line(Formatter.escape(text.rstrip()), verbosity=Verbosity.DEBUG)
+
+    def _render_soong_error(self, error: SoongError, io: IO) -> None:
+        self._write_error(io, error.message, list(error.hints))
+        if error.detail and io.is_debug():
+            io.write_error_line(Formatter.escape(error.detail), verbosity=Verbosity.DEBUG)
+        self._write_traceback(io, error)
+
+    def _render_usage_error(self, error: CleoError, io: IO) -> None:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        message = lines[0].rstrip(".") if lines else type(error).__name__
+        hints = [" ".join(lines[1:])] if len(lines) > 1 else []
+        if isinstance(error, CleoCommandNotFoundError):
+            hints.append("run `soong list` to see every command")
+        elif self._running_command is not None and self._running_command.name:
+            hints.append(f"run `soong help {self._running_command.name}` for its usage")
+        self._write_error(io, message, hints)
+        self._write_traceback(io, error)
+
+    def _render_unexpected(self, error: BaseException, io: IO) -> None:
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        self._write_error(io, f"unexpected {message}",
+                          ["this is a bug in soong or a plugin; rerun with -vvv for the "
+                           "traceback and report it"])
+        self._write_traceback(io, error)
+
+
+def main() -> int:
+    return SoongApplication().run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

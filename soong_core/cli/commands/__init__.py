@@ -1,0 +1,1 @@
+"""One module per command; namespaces are folders (``tunnel/start.py``)."""

@@ -1,0 +1,198 @@
+"""Every hook soong calls: the whole contract between the core and its plugins.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` and named after
+these specs; it may accept any subset of a spec's arguments. Built-in plugins
+(``soong_plugins``) use nothing that a third-party package cannot.
+
+Registration hooks receive a ``register(name, factory)`` callable instead of returning
+objects: the core records which plugin registered what, instantiates lazily, and warns
+about (and ignores) a second registration of a name. Plugins are called last-registered
+first, so a third-party plugin registers before the built-ins and its name wins.
+
+No hook here is ``firstresult``: every plugin's answer is used. Each docstring says how.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:
+    from cleo.commands.command import Command
+
+    from soong_core.interfaces import (
+        ActivitySource,
+        CostPolicy,
+        Provider,
+        StatusReporter,
+        TunnelBackend,
+    )
+    from soong_core.models import Event, Instance, LaunchContribution, LaunchRequest
+
+PROJECT = "soong"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Config = Mapping[str, Any]
+"""The validated configuration: sections of the core and of every plugin."""
+
+
+@hookspec
+def soong_register_providers(register: Callable[[str, Callable[[Config], Provider]], None]) -> None:
+    """Register cloud providers by name.
+
+    Called when the core first needs the list of providers (``soong start``, ``status``,
+    ``available``...), once per plugin manager.
+
+    :param register: ``register(name, factory)``; ``factory(config)`` returns a
+        :class:`~soong_core.interfaces.Provider`. It is called only when that provider
+        is used, so constructing a client here costs nothing at start-up.
+    :return: None. Every plugin registers; a name registered twice keeps the first.
+    """
+
+
+@hookspec
+def soong_register_policies(register: Callable[[str, Callable[[Config], CostPolicy]], None]) -> None:
+    """Register cost policies (idle, lease, hard timeout, budget, your own).
+
+    Called when the core evaluates instances (``status``, the agent, the watchdog) or
+    admits a launch or an extension.
+
+    :param register: ``register(name, factory)``; ``factory(config)`` returns a
+        :class:`~soong_core.interfaces.CostPolicy`. The policy engine runs every
+        registered policy and the earliest deadline wins.
+    :return: None. Every plugin registers; a name registered twice keeps the first.
+    """
+
+
+@hookspec
+def soong_register_tunnel_backends(
+    register: Callable[[str, Callable[[Config], TunnelBackend]], None],
+) -> None:
+    """Register tunnel backends (SSH via Fabric, the simulator's ``direct``...).
+
+    Called when a command needs to reach an instance (``ssh``, ``tunnel``, ``status``
+    when it asks the agent).
+
+    :param register: ``register(name, factory)``; ``factory(config)`` returns a
+        :class:`~soong_core.interfaces.TunnelBackend`.
+    :return: None. Every plugin registers; a name registered twice keeps the first.
+    """
+
+
+@hookspec
+def soong_register_reporters(
+    register: Callable[[str, Callable[[Config], StatusReporter]], None],
+) -> None:
+    """Register status reporters: ways to render ``soong status`` (table, JSON...).
+
+    Called when a command renders statuses.
+
+    :param register: ``register(name, factory)``; ``factory(config)`` returns a
+        :class:`~soong_core.interfaces.StatusReporter`.
+    :return: None. Every plugin registers; a name registered twice keeps the first.
+    """
+
+
+@hookspec
+def soong_lifecycle_event(event: Event, config: Config) -> None:
+    """Receive a lifecycle event: launch, extension, warning or termination.
+
+    Called after the event happened and was written to history, for notifications
+    (chat, mail, a desktop alert). A plugin that raises is reported in one warning
+    line and the others still receive the event.
+
+    :param event: the :class:`~soong_core.models.Event`, with its reason.
+    :param config: the validated configuration.
+    :return: None (broadcast to every plugin).
+    """
+
+
+@hookspec
+def soong_config_schema() -> Mapping[str, Mapping[str, Any]] | None:
+    """Contribute sections to the configuration schema.
+
+    Called once when the configuration is loaded or validated, before any other hook
+    receives ``config``.
+
+    :return: ``{section: cerberus-rules}``, where each value is the cerberus schema of
+        that section's keys, defaults included (``{"hour": {"type": "integer",
+        "default": 19}}``); or None. Every plugin's sections are merged into the
+        core's; a section claimed by two plugins is an error naming both.
+    """
+
+
+@hookspec
+def soong_prepare_launch(request: LaunchRequest, config: Config) -> LaunchContribution | None:
+    """Contribute to a launch request before it is sent: tags and user_data parts.
+
+    Called once per launch, after the user confirmed and before the provider call.
+    This is how the lease agent travels (it adds its cloud-init script) without the
+    core knowing about it.
+
+    :param request: the :class:`~soong_core.models.LaunchRequest` so far (read-only).
+    :param config: the validated configuration.
+    :return: a :class:`~soong_core.models.LaunchContribution` or None. Every
+        plugin's contribution is merged in call order; a plugin that raises aborts
+        the launch (nothing is launched half-protected), and a tag set by two plugins
+        to different values is an error.
+    """
+
+
+@hookspec
+def soong_status_details(instance: Instance, config: Config) -> Mapping[str, Any] | None:
+    """Contribute details to an instance's status (how the agent's view reaches ``status``).
+
+    Called for each instance shown by ``soong status`` and ``Soong.status()``.
+
+    :param instance: the :class:`~soong_core.models.Instance` as its provider reports it.
+    :param config: the validated configuration.
+    :return: a JSON-serialisable mapping or None. Results are kept per plugin name in
+        ``InstanceStatus.details``. A plugin that raises is reported in one warning
+        line and the status is shown without its part.
+    """
+
+
+@hookspec
+def soong_register_activity_sources(
+    register: Callable[[str, Callable[[Config], ActivitySource]], None],
+) -> None:
+    """Register activity sources: signals that somebody uses the instance (agent side).
+
+    Called by the lease agent on the instance when it starts.
+
+    :param register: ``register(name, factory)``; ``factory(agent_config)`` returns an
+        :class:`~soong_core.interfaces.ActivitySource`. The agent takes the latest
+        activity over all sources.
+    :return: None. Every plugin registers; a name registered twice keeps the first.
+    """
+
+
+@hookspec
+def soong_agent_bundle_modules() -> Iterable[str] | None:
+    """Name the pure-Python modules the lease agent must carry to the instance.
+
+    Called when the agent's zipapp is built. A plugin whose policies or activity
+    sources should run on the instance names its module here (and itself, since the
+    agent loads it as a plugin there).
+
+    :return: importable module or package names (``["soong_curfew"]``) or None. The
+        union over all plugins is bundled; they must need only the standard library.
+    """
+
+
+@hookspec
+def soong_register_commands(register: Callable[[str, Callable[[], Command]], None]) -> None:
+    """Add CLI commands, as lazy factories.
+
+    Called when the ``soong`` application needs its command names (``soong list``,
+    ``--help``, an unknown name). Factories run only when that command is invoked, so
+    heavy imports belong inside them.
+
+    :param register: ``register(name, factory)``; ``name`` may contain spaces for a
+        namespace (``"curfew show"``), ``factory()`` returns a cleo ``Command``. A
+        name that a core command or an earlier plugin already has keeps the first.
+    :return: None.
+    """

@@ -1,0 +1,202 @@
+"""The interfaces plugins implement: providers, cost policies, tunnels, reporters, activity.
+
+Each is an abstract base class: a plugin subclasses it, and registers a factory for it
+through the matching ``soong_register_*`` hook. Factories receive the validated config
+(a mapping) and are called only when the object is first needed.
+
+Standard library only: policies and activity sources travel to instances with the agent.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence, TextIO
+
+from soong_core.errors import UnsupportedError
+
+if TYPE_CHECKING:
+    from soong_core.models import (
+        Admission,
+        Decision,
+        Filesystem,
+        Image,
+        Instance,
+        InstanceStatus,
+        InstanceType,
+        InstanceView,
+        LaunchRequest,
+        PortForward,
+        SshKey,
+        Timestamp,
+        Tunnel,
+    )
+
+
+class Capability(str, enum.Enum):
+    """Things a provider may be unable to do. Providers list what they lack, with why."""
+
+    STOP = "stop"
+    """Stop an instance and keep its disk, to start it again later."""
+    RESTART = "restart"
+    TAGS = "tags"
+    """Attach tags at launch. Without them soong cannot manage an instance's limits."""
+    USER_DATA = "user_data"
+    """Run a cloud-init script at boot. Without it the lease agent cannot travel."""
+    FILESYSTEMS = "filesystems"
+    SSH_KEY_GENERATION = "ssh_key_generation"
+    BATCH_TERMINATE = "batch_terminate"
+    FIREWALL = "firewall"
+    IMAGES = "images"
+
+
+class Provider(ABC):
+    """A cloud that sells instances. Verb-noun methods; states mapped onto InstanceState.
+
+    ``unsupported`` declares what this provider cannot do and why; the core checks it
+    with :meth:`require` before starting anything, so a user hears "Lambda Cloud cannot
+    stop an instance: only terminate" instead of a failure halfway through.
+    """
+
+    name: ClassVar[str] = ""
+    unsupported: ClassVar[Mapping[Capability, str]] = {}
+
+    def supports(self, capability: Capability) -> bool:
+        return capability not in self.unsupported
+
+    def require(self, capability: Capability) -> None:
+        """Raise :class:`UnsupportedError` with the provider's reason if it lacks ``capability``."""
+        if capability in self.unsupported:
+            raise UnsupportedError(
+                f"provider {self.name!r} cannot {capability.value.replace('_', ' ')}: "
+                f"{self.unsupported[capability]}"
+            )
+
+    @abstractmethod
+    def list_instance_types(self) -> list[InstanceType]:
+        """Every type on sale, with price and the regions that have capacity now."""
+
+    @abstractmethod
+    def launch(self, request: LaunchRequest) -> Instance:
+        """Launch one instance in the first of ``request.regions`` with capacity.
+
+        Must not launch twice for one request: a provider that retries reconciles by
+        the ``soong:launch-id`` tag first.
+        """
+
+    @abstractmethod
+    def list_instances(self) -> list[Instance]:
+        """Every instance of the account that is not yet terminated."""
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """One instance, or ``None`` when the provider no longer knows it."""
+        for instance in self.list_instances():
+            if instance.id == instance_id:
+                return instance
+        return None
+
+    @abstractmethod
+    def terminate(self, instance_ids: Sequence[str]) -> list[Instance]:
+        """Terminate all of ``instance_ids`` (in one call where the API allows)."""
+
+    @abstractmethod
+    def list_ssh_keys(self) -> list[SshKey]: ...
+
+    @abstractmethod
+    def add_ssh_key(self, name: str, public_key: str | None = None) -> SshKey:
+        """Add a public key; with none, generate a pair (see ``SSH_KEY_GENERATION``)."""
+
+    @abstractmethod
+    def delete_ssh_key(self, key_id: str) -> None: ...
+
+    def restart(self, instance_ids: Sequence[str]) -> list[Instance]:
+        self.require(Capability.RESTART)
+        raise NotImplementedError
+
+    def stop(self, instance_ids: Sequence[str]) -> list[Instance]:
+        self.require(Capability.STOP)
+        raise NotImplementedError
+
+    def list_filesystems(self) -> list[Filesystem]:
+        self.require(Capability.FILESYSTEMS)
+        raise NotImplementedError
+
+    def create_filesystem(self, name: str, region: str) -> Filesystem:
+        self.require(Capability.FILESYSTEMS)
+        raise NotImplementedError
+
+    def delete_filesystem(self, filesystem_id: str) -> None:
+        self.require(Capability.FILESYSTEMS)
+        raise NotImplementedError
+
+    def list_images(self) -> list[Image]:
+        self.require(Capability.IMAGES)
+        raise NotImplementedError
+
+
+class CostPolicy(ABC):
+    """A pure function of (instance view, now) to a decision; optionally an admission check.
+
+    Policies must import nothing beyond the standard library and the core's pure
+    modules (``models``, ``clock``, ``interfaces``): the agent carries them to the
+    instance and runs exactly the code the CLI runs.
+    """
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def evaluate(self, view: InstanceView, now: Timestamp) -> Decision | None:
+        """The verdict for ``view`` at ``now``; ``None`` when this policy has no opinion."""
+
+    def admit(self, admission: Admission) -> str | None:
+        """Check a launch or an extension before it happens.
+
+        Returns ``None`` to allow it, or the reason for refusing it as one line that
+        names the numbers involved (a budget refusal names spend, cap and period).
+        """
+        return None
+
+
+class TunnelBackend(ABC):
+    """Reaches an instance: port forwards and an interactive shell."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def open(self, instance: Instance, forwards: Sequence[PortForward]) -> Tunnel:
+        """Start forwarding ``forwards`` to ``instance``; returns once they listen."""
+
+    @abstractmethod
+    def close(self, tunnel: Tunnel) -> None: ...
+
+    @abstractmethod
+    def list(self) -> list[Tunnel]:
+        """Tunnels this backend holds open (across processes, where it can tell)."""
+
+    def shell(self, instance: Instance, command: Sequence[str] = ()) -> int:
+        """Run an interactive shell (or ``command``) on the instance; returns its exit code."""
+        raise UnsupportedError(f"tunnel backend {self.name!r} cannot open a shell")
+
+
+class StatusReporter(ABC):
+    """Renders instance statuses (a table, JSON, ...). Events reach plugins through
+    the ``soong_lifecycle_event`` hook instead."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def render(self, statuses: Sequence[InstanceStatus], out: TextIO) -> None: ...
+
+
+class ActivitySource(ABC):
+    """A signal on the instance that somebody is using it (runs inside the agent)."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def last_activity(self, now: Timestamp) -> Timestamp | None:
+        """The latest moment this source saw activity, or ``None`` if it never has.
+
+        Called periodically by the agent; a source that samples (GPU use, counters)
+        returns ``now`` when the sample shows activity, else its previous answer.
+        """

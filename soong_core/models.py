@@ -1,0 +1,392 @@
+"""The data soong passes around: instances, types, launch requests, decisions, events.
+
+Pure standard library, no I/O: the lease agent bundles this module, so it must run on
+an instance's bare ``python3``. Times are POSIX timestamps (float seconds, UTC) as read
+from a :mod:`soong_core.clock` clock; money is :class:`~decimal.Decimal` dollars, and
+provider prices are integer cents per hour exactly as the provider states them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Mapping
+
+Timestamp = float
+"""Seconds since the epoch, UTC, as a clock returns them."""
+
+# -- tags -------------------------------------------------------------------------
+# Launch facts live in tags (DESIGN, "Decisions"): tags cannot change after launch,
+# so everything the CLI and the agent must agree on is written here once.
+
+TAG_PREFIX = "soong:"
+TAG_LAUNCH_ID = "soong:launch-id"
+TAG_LAUNCHED_AT = "soong:launched-at"
+TAG_LEASE_DEADLINE = "soong:lease-deadline"
+TAG_HARD_DEADLINE = "soong:hard-deadline"
+TAG_MODEL = "soong:model"
+
+TAG_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9-:]+$")
+TAG_VALUE_MAX = 128
+
+
+def validate_tag(key: str, value: str) -> None:
+    """Raise ``ValueError`` naming the problem if ``key``/``value`` is not a valid tag."""
+    if not TAG_KEY_PATTERN.match(key):
+        raise ValueError(f"tag key {key!r} must match {TAG_KEY_PATTERN.pattern}")
+    if len(value) > TAG_VALUE_MAX:
+        raise ValueError(f"tag {key!r}: value is {len(value)} characters, at most {TAG_VALUE_MAX}")
+
+
+def format_timestamp(ts: Timestamp) -> str:
+    """ISO 8601 in UTC with a ``Z``, second precision: the form stored in tags."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> Timestamp:
+    """Parse :func:`format_timestamp` output (or any ISO 8601 with offset); naive means UTC."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+# -- states and reasons -------------------------------------------------------------
+
+
+class InstanceState(str, enum.Enum):
+    """Every provider's states mapped onto one set (DESIGN, "Instance states")."""
+
+    BOOTING = "booting"
+    ACTIVE = "active"
+    UNHEALTHY = "unhealthy"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    PREEMPTED = "preempted"
+
+    @property
+    def billing(self) -> bool:
+        """True while the provider charges for the instance."""
+        return self in (InstanceState.BOOTING, InstanceState.ACTIVE, InstanceState.UNHEALTHY)
+
+    @property
+    def ended(self) -> bool:
+        return self in (InstanceState.TERMINATED, InstanceState.PREEMPTED)
+
+
+class Reason(str, enum.Enum):
+    """Stable termination reasons, written to history and shown to users."""
+
+    IDLE_TIMEOUT = "idle_timeout"
+    LEASE_EXPIRED = "lease_expired"
+    HARD_TIMEOUT = "hard_timeout"
+    WATCHDOG = "watchdog"
+    MANUAL = "manual"
+    PREEMPTED = "preempted"
+
+
+class Action(str, enum.Enum):
+    """What a cost policy wants done with an instance now."""
+
+    KEEP = "keep"
+    WARN = "warn"
+    TERMINATE = "terminate"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.KEEP: 0, Action.WARN: 1, Action.TERMINATE: 2}
+
+
+class EventKind(str, enum.Enum):
+    LAUNCH = "launch"
+    EXTEND = "extend"
+    WARNING = "warning"
+    TERMINATE = "terminate"
+
+
+# -- catalogue ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """A machine shape a provider sells, with where it can be launched right now."""
+
+    name: str
+    price_cents_per_hour: int
+    description: str = ""
+    gpu_description: str = ""
+    gpus: int = 0
+    vcpus: int = 0
+    memory_gib: int = 0
+    storage_gib: int = 0
+    regions_with_capacity: tuple[str, ...] = ()
+
+    @property
+    def price_per_hour(self) -> Decimal:
+        return Decimal(self.price_cents_per_hour) / 100
+
+    @property
+    def available(self) -> bool:
+        return bool(self.regions_with_capacity)
+
+
+# -- instances ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance as its provider reports it. Anything provider-specific goes in ``extra``.
+
+    Optional fields are ``None`` when the provider has not said (no IP while booting, no
+    name, no tags): nothing may assume they are present.
+    """
+
+    id: str
+    state: InstanceState
+    provider: str = ""
+    name: str | None = None
+    ip: str | None = None
+    type_name: str | None = None
+    region: str | None = None
+    price_cents_per_hour: int | None = None
+    hostname: str | None = None
+    ssh_key_names: tuple[str, ...] = ()
+    filesystem_names: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def managed(self) -> bool:
+        """Launched by soong: only such instances are ever touched automatically."""
+        return TAG_LAUNCH_ID in self.tags and self.launched_at is not None
+
+    @property
+    def launch_id(self) -> str | None:
+        return self.tags.get(TAG_LAUNCH_ID)
+
+    @property
+    def launched_at(self) -> Timestamp | None:
+        return self._tag_time(TAG_LAUNCHED_AT)
+
+    @property
+    def initial_lease_deadline(self) -> Timestamp | None:
+        """The lease deadline set at launch; extensions live in the agent and history."""
+        return self._tag_time(TAG_LEASE_DEADLINE)
+
+    @property
+    def hard_deadline(self) -> Timestamp | None:
+        return self._tag_time(TAG_HARD_DEADLINE)
+
+    @property
+    def model(self) -> str | None:
+        return self.tags.get(TAG_MODEL)
+
+    @property
+    def price_per_hour(self) -> Decimal | None:
+        if self.price_cents_per_hour is None:
+            return None
+        return Decimal(self.price_cents_per_hour) / 100
+
+    def _tag_time(self, key: str) -> Timestamp | None:
+        text = self.tags.get(key)
+        if not text:
+            return None
+        try:
+            return parse_timestamp(text)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What to launch. Plugins add tags and user_data parts through ``soong_prepare_launch``.
+
+    ``regions`` is in order of preference: a provider tries the next one when the
+    previous has no capacity.
+    """
+
+    type_name: str
+    regions: tuple[str, ...]
+    ssh_key_names: tuple[str, ...] = ()
+    name: str | None = None
+    hostname: str | None = None
+    image: str | None = None
+    filesystem_names: tuple[str, ...] = ()
+    firewall_rulesets: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    user_data_parts: tuple[str, ...] = ()
+    lease_hours: float = 4.0
+    hard_timeout_hours: float = 8.0
+    model: str | None = None
+
+    @property
+    def user_data(self) -> str | None:
+        """The parts joined in order, or ``None`` when no plugin contributed any."""
+        if not self.user_data_parts:
+            return None
+        return "\n".join(self.user_data_parts)
+
+    def with_contribution(self, contribution: LaunchContribution, plugin: str) -> LaunchRequest:
+        """Merge one plugin's contribution; a tag key set twice is an error naming both."""
+        tags = dict(self.tags)
+        for key, value in contribution.tags.items():
+            validate_tag(key, value)
+            if key in tags and tags[key] != value:
+                raise ValueError(f"plugin {plugin!r} sets tag {key!r}, which is already set")
+            tags[key] = value
+        return replace(
+            self,
+            tags=tags,
+            user_data_parts=self.user_data_parts + tuple(contribution.user_data_parts),
+        )
+
+
+@dataclass(frozen=True)
+class LaunchContribution:
+    """A plugin's additions to a launch request, returned from ``soong_prepare_launch``."""
+
+    tags: Mapping[str, str] = field(default_factory=dict)
+    user_data_parts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """What a cost policy sees of one instance: its limits and its activity.
+
+    The CLI builds it from tags, history and the agent's report; the agent from its
+    own state file. Both then run the same policies on it.
+    """
+
+    instance_id: str
+    launched_at: Timestamp
+    lease_deadline: Timestamp
+    hard_deadline: Timestamp
+    last_activity_at: Timestamp | None = None
+    idle_timeout_s: float | None = 30 * 60
+    idle_grace_s: float = 10 * 60
+    warn_before_s: float = 10 * 60
+    price_cents_per_hour: int | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Per-instance settings from config (third-party policies read theirs here)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's verdict at a moment: what to do, why, and when to look again.
+
+    ``deadline`` is when this policy would stop the instance (``None``: never);
+    ``next_check`` is the earliest time the verdict can change, so the agent sleeps
+    until then instead of polling.
+    """
+
+    action: Action
+    reasons: tuple[str, ...] = ()
+    deadline: Timestamp | None = None
+    next_check: Timestamp | None = None
+    message: str = ""
+
+    @classmethod
+    def keep(cls, deadline: Timestamp | None = None, reason: str | None = None,
+             next_check: Timestamp | None = None, message: str = "") -> Decision:
+        reasons = (reason,) if reason else ()
+        return cls(Action.KEEP, reasons, deadline, next_check, message)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of history: a launch, an extension, a warning or a termination."""
+
+    kind: EventKind
+    instance_id: str
+    at: Timestamp
+    provider: str = ""
+    reason: str | None = None
+    inferred: bool = False
+    type_name: str | None = None
+    region: str | None = None
+    cost: Decimal | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """An instance plus everything soong knows about it, ready for a reporter."""
+
+    instance: Instance
+    decision: Decision | None = None
+    cost_so_far: Decimal | None = None
+    estimated_total: Decimal | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Contributions of ``soong_status_details``, keyed by plugin name."""
+
+
+@dataclass(frozen=True)
+class SshKey:
+    name: str
+    id: str = ""
+    public_key: str = ""
+    private_key: str | None = None
+    """Only set when the provider generated the pair; shown once, never stored by soong."""
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    name: str
+    region: str
+    id: str = ""
+    mount_point: str | None = None
+    in_use: bool = False
+    bytes_used: int | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    name: str
+    region: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A launch or an extension about to happen, as cost policies see it in ``admit``."""
+
+    kind: str
+    """``"launch"`` or ``"extend"``."""
+    now: Timestamp
+    cost: Decimal
+    """What this request commits: the launch up to its lease deadline, or the extension."""
+    committed: Decimal = Decimal(0)
+    """Spend already committed in the budget period, before this request."""
+    period: str = "none"
+    hours: float = 0.0
+    type_name: str | None = None
+    instance_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PortForward:
+    local_port: int
+    remote_port: int
+    remote_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    instance_id: str
+    backend: str
+    forwards: tuple[PortForward, ...] = ()
+    pid: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)

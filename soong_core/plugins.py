@@ -1,0 +1,392 @@
+"""Builds plugin managers and gives the rest of soong typed access to the hooks.
+
+:func:`make_plugins` is a factory with no import-time side effects: each call returns
+a fresh, independent manager, which is what lets several embedded ``Soong`` objects (and
+tests) coexist. Order: built-in plugins first, then entry points of group ``soong``, so
+a third party is called first and can override a built-in name; then ``check_pending``.
+
+A plugin that fails to import, to register, or that implements a hook that does not
+exist (a misspelling) is left out with one warning line naming it; the rest works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
+
+import pluggy
+
+from soong_core import __version__, hookspecs
+from soong_core.errors import PluginError, SoongError, UsageError
+
+if TYPE_CHECKING:
+    from soong_core.interfaces import (
+        ActivitySource,
+        CostPolicy,
+        Provider,
+        StatusReporter,
+        TunnelBackend,
+    )
+    from soong_core.models import Event, Instance, LaunchRequest
+
+log = logging.getLogger("soong.plugins")
+
+ENTRY_POINT_GROUP = "soong"
+DISABLE_ENV = "SOONG_DISABLE_PLUGINS"
+
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("lambda_labs", "soong_plugins.lambda_labs"),
+    ("fabric_tunnel", "soong_plugins.fabric_tunnel"),
+    ("lease_agent", "soong_plugins.lease_agent"),
+    ("policies", "soong_plugins.policies"),
+    ("reporters", "soong_plugins.reporters"),
+)
+"""(plugin name, module) of the plugins that ship with soong, in registration order."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One row of ``soong plugins``."""
+
+    name: str
+    distribution: str
+    version: str
+    builtin: bool
+    hooks: tuple[str, ...] = ()
+    status: str = "loaded"
+    """``loaded``, ``disabled`` (by name) or ``failed`` (see ``error``)."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Registration(Generic[T]):
+    name: str
+    plugin: str
+    factory: Callable[..., T]
+
+
+class Registry(Generic[T]):
+    """What plugins registered for one kind (providers, policies...), by name."""
+
+    def __init__(self, kind: str, interface: type | None = None) -> None:
+        self.kind = kind
+        self.interface = interface
+        self._entries: dict[str, Registration[T]] = {}
+
+    def add(self, name: Any, factory: Any, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}")
+        if not callable(factory):
+            raise PluginError(f"plugin {plugin!r} registered {self.kind} {name!r} without a factory")
+        if name in self._entries:
+            first = self._entries[name].plugin
+            log.warning("plugin %r registers %s %r, already registered by plugin %r: ignored",
+                        plugin, self.kind, name, first)
+            return
+        self._entries[name] = Registration(name, plugin, factory)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Registration[T]]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> Registration[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise UsageError(f"unknown {self.kind} {name!r} (known: {known})",
+                             hints=["run `soong plugins` to see what is loaded"]) from None
+
+    def create(self, name: str, config: Mapping[str, Any]) -> T:
+        """Instantiate ``name`` through its factory; a wrong type is the plugin's error."""
+        entry = self.get(name)
+        try:
+            obj = entry.factory(config)
+        except SoongError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {entry.plugin!r} failed to create {self.kind} {name!r}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if self.interface is not None and not isinstance(obj, self.interface):
+            raise PluginError(f"plugin {entry.plugin!r}: {self.kind} {name!r} is a "
+                              f"{type(obj).__name__}, not a {self.interface.__name__}")
+        return obj
+
+
+class Plugins:
+    """A typed facade over one pluggy manager: the rest of soong never calls ``pm.hook``."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        if pm is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+        self.pm = pm
+        self._info: dict[str, PluginInfo] = {}
+        self._cache: dict[str, Any] = {}
+
+    # -- loading ------------------------------------------------------------------
+
+    def register(self, plugin: object, name: str, *, distribution: str = "",
+                 version: str = "", builtin: bool = False) -> bool:
+        """Register ``plugin`` under ``name``; on any problem warn, record it, return False."""
+        if self.pm.is_blocked(name):
+            self._info[name] = PluginInfo(name, distribution, version, builtin, status="disabled")
+            return False
+        try:
+            self.pm.register(plugin, name)
+            self._check_hooks(plugin)
+        except Exception as exc:
+            self._fail(name, distribution, version, builtin, exc)
+            return False
+        hooks = tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ()))
+        self._info[name] = PluginInfo(name, distribution, version, builtin, hooks)
+        self._cache.clear()
+        return True
+
+    def _check_hooks(self, plugin: object) -> None:
+        callers = self.pm.get_hookcallers(plugin) or ()
+        unknown = sorted(caller.name for caller in callers if not caller.has_spec())
+        wrappers = sorted(caller.name for caller in callers for impl in caller.get_hookimpls()
+                          if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper))
+        if unknown or wrappers:
+            self.pm.unregister(plugin)
+        if unknown:
+            raise PluginError(f"implements unknown hook {', '.join(unknown)} "
+                              "(misspelt, or written for another soong version?)")
+        if wrappers:
+            raise PluginError(f"wraps {', '.join(wrappers)}: soong calls plugins one at a "
+                              "time and does not support hook wrappers")
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self._info.pop(name, None)
+        self._cache.clear()
+
+    def load_builtins(self, builtins: Iterable[tuple[str, str]] = BUILTIN_PLUGINS) -> None:
+        from importlib import import_module
+
+        for name, module in builtins:
+            self._load(name, lambda module=module: import_module(module),
+                       distribution="soong", version=__version__, builtin=True)
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=group):
+            dist = getattr(ep, "dist", None)
+            self._load(ep.name, ep.load,
+                       distribution=dist.name if dist else "?",
+                       version=dist.version if dist else "?")
+
+    def _load(self, name: str, load: Callable[[], object], *, distribution: str,
+              version: str, builtin: bool = False) -> None:
+        if name in self._info:
+            previous = self._info[name]
+            exc = PluginError(f"name already taken by distribution {previous.distribution!r}")
+            self._fail(name, distribution, version, builtin, exc, keep_previous=True)
+            return
+        if self.pm.is_blocked(name):
+            self._info[name] = PluginInfo(name, distribution, version, builtin, status="disabled")
+            return
+        try:
+            plugin = load()
+        except Exception as exc:
+            self._fail(name, distribution, version, builtin, exc)
+            return
+        self.register(plugin, name, distribution=distribution, version=version, builtin=builtin)
+
+    def _fail(self, name: str, distribution: str, version: str, builtin: bool,
+              exc: BaseException, keep_previous: bool = False) -> None:
+        error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        error = " ".join(error.split())  # one line, whatever the exception said
+        log.warning("plugin %r (%s) failed to load: %s", name, distribution or "?", error)
+        if not keep_previous:
+            self._info[name] = PluginInfo(name, distribution, version, builtin,
+                                          status="failed", error=error)
+
+    def info(self) -> list[PluginInfo]:
+        """Every plugin seen: loaded, disabled or failed, built-ins first."""
+        return sorted(self._info.values(), key=lambda p: (not p.builtin, p.name))
+
+    @property
+    def failures(self) -> list[PluginInfo]:
+        return [p for p in self._info.values() if p.status == "failed"]
+
+    # -- calling ------------------------------------------------------------------
+
+    def each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Call each implementation of ``hook_name`` in pluggy's order, one at a time.
+
+        Yields ``(plugin name, result)``. Calling them one by one (rather than through
+        ``pm.hook``) lets the caller attribute every result and every exception to its
+        plugin; exceptions propagate, so each caller decides whether one plugin's
+        failure is fatal (launch) or a warning (events, status details).
+        """
+        for impl in self._impls(hook_name):
+            yield impl.plugin_name, _call(impl, kwargs)
+
+    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
+        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+
+    def _registry(self, hook_name: str, kind: str, interface: type | None) -> Registry[Any]:
+        if hook_name in self._cache:
+            return self._cache[hook_name]
+        registry: Registry[Any] = Registry(kind, interface)
+        for impl in self._impls(hook_name):
+            def register(name: str, factory: Callable[..., Any], _plugin: str = impl.plugin_name) -> None:
+                registry.add(name, factory, _plugin)
+
+            try:
+                _call(impl, {"register": register})
+            except PluginError as exc:
+                log.warning("%s", exc.message)
+            except Exception as exc:
+                log.warning("plugin %r failed in %s: %s", impl.plugin_name, hook_name,
+                            _one_line(exc))
+        self._cache[hook_name] = registry
+        return registry
+
+    def providers(self) -> Registry[Provider]:
+        from soong_core.interfaces import Provider
+
+        return self._registry("soong_register_providers", "provider", Provider)
+
+    def policies(self) -> Registry[CostPolicy]:
+        from soong_core.interfaces import CostPolicy
+
+        return self._registry("soong_register_policies", "cost policy", CostPolicy)
+
+    def tunnel_backends(self) -> Registry[TunnelBackend]:
+        from soong_core.interfaces import TunnelBackend
+
+        return self._registry("soong_register_tunnel_backends", "tunnel backend", TunnelBackend)
+
+    def reporters(self) -> Registry[StatusReporter]:
+        from soong_core.interfaces import StatusReporter
+
+        return self._registry("soong_register_reporters", "status reporter", StatusReporter)
+
+    def activity_sources(self) -> Registry[ActivitySource]:
+        from soong_core.interfaces import ActivitySource
+
+        return self._registry("soong_register_activity_sources", "activity source", ActivitySource)
+
+    def commands(self) -> Registry[Any]:
+        """CLI commands from plugins; factories take no argument and return a cleo Command."""
+        return self._registry("soong_register_commands", "command", None)
+
+    def config_sections(self) -> dict[str, tuple[str, Mapping[str, Any]]]:
+        """``{section: (plugin, cerberus rules)}`` over all plugins."""
+        sections: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for plugin, result in self.each("soong_config_schema"):
+            if result is None:
+                continue
+            if not isinstance(result, Mapping):
+                raise PluginError(f"plugin {plugin!r}: soong_config_schema returned "
+                                  f"{type(result).__name__}, not a mapping of sections")
+            for section, rules in result.items():
+                if section in sections:
+                    raise PluginError(f"config section {section!r} is claimed by plugins "
+                                      f"{sections[section][0]!r} and {plugin!r}")
+                if not isinstance(rules, Mapping):
+                    raise PluginError(f"plugin {plugin!r}: schema of section {section!r} "
+                                      "is not a mapping")
+                sections[section] = (plugin, rules)
+        return sections
+
+    def prepare_launch(self, request: LaunchRequest, config: Mapping[str, Any]) -> LaunchRequest:
+        """The request with every plugin's tags and user_data merged; any failure aborts."""
+        from soong_core.models import LaunchContribution
+
+        for plugin, contribution in self.each("soong_prepare_launch", request=request, config=config):
+            if contribution is None:
+                continue
+            if not isinstance(contribution, LaunchContribution):
+                raise PluginError(f"plugin {plugin!r}: soong_prepare_launch returned "
+                                  f"{type(contribution).__name__}, not a LaunchContribution")
+            try:
+                request = request.with_contribution(contribution, plugin)
+            except ValueError as exc:
+                raise PluginError(f"plugin {plugin!r}: {exc}") from exc
+        return request
+
+    def status_details(self, instance: Instance, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``{plugin: details}``; a failing plugin is a warning, the rest still show."""
+        details: dict[str, Any] = {}
+        for plugin, result in self._each_tolerant("soong_status_details",
+                                                  instance=instance, config=config):
+            if result is not None:
+                details[plugin] = result
+        return details
+
+    def emit(self, event: Event, config: Mapping[str, Any]) -> None:
+        """Broadcast a lifecycle event; a failing receiver never stops the others."""
+        for _ in self._each_tolerant("soong_lifecycle_event", event=event, config=config):
+            pass
+
+    def agent_bundle_modules(self) -> list[str]:
+        modules: list[str] = []
+        for plugin, result in self.each("soong_agent_bundle_modules"):
+            if result is None:
+                continue
+            if isinstance(result, str):
+                raise PluginError(f"plugin {plugin!r}: soong_agent_bundle_modules must return "
+                                  f"a list of module names, not the string {result!r}")
+            modules.extend(m for m in result if m not in modules)
+        return modules
+
+    def _each_tolerant(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        for impl in self._impls(hook_name):
+            try:
+                result = _call(impl, kwargs)
+            except Exception as exc:
+                log.warning("plugin %r failed in %s: %s", impl.plugin_name, hook_name, _one_line(exc))
+                continue
+            yield impl.plugin_name, result
+
+
+def _call(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any:
+    return impl.function(*[kwargs[arg] for arg in impl.argnames])
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
+    """Names listed in ``SOONG_DISABLE_PLUGINS`` (comma or space separated)."""
+    raw = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    return {name for name in raw.replace(",", " ").split() if name}
+
+
+def make_plugins(*, entry_points: bool = True, disabled: Iterable[str] | None = None,
+                 builtins: Iterable[tuple[str, str]] = BUILTIN_PLUGINS) -> Plugins:
+    """A fresh plugin manager: built-ins, then (unless ``entry_points=False``) entry points.
+
+    :param entry_points: load third-party plugins (``--no-plugins`` turns this off).
+    :param disabled: plugin names never to register, built-in or not; by default the
+        names in ``SOONG_DISABLE_PLUGINS``.
+    """
+    plugins = Plugins()
+    for name in disabled_from_env() if disabled is None else disabled:
+        plugins.pm.set_blocked(name)
+    plugins.load_builtins(builtins)
+    if entry_points:
+        plugins.load_entry_points()
+    try:
+        plugins.pm.check_pending()
+    except pluggy.PluginValidationError as exc:  # register() should have caught it
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
+    return plugins

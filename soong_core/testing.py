@@ -1,0 +1,172 @@
+"""A pytest plugin for testing soong and soong plugins.
+
+Enable it in a ``conftest.py``::
+
+    pytest_plugins = ["soong_core.testing"]
+
+Fixtures:
+
+``soong_env``
+    HOME and every XDG directory pointed at fresh temporary folders, soong's and
+    Lambda's environment variables removed: nothing reads or writes a real ``~/.ssh``,
+    config or history. Returns the paths.
+``plugins``
+    A fresh plugin manager with the built-in plugins and no entry points.
+``register_plugin``
+    ``register_plugin(obj, name=None)`` registers a plugin into ``plugins`` for this
+    test only; it is unregistered when the test ends, pass or fail.
+``clock``
+    A :class:`~soong_core.clock.ManualClock`.
+``fake_provider``
+    A :class:`~soong_core.fake.FakeProvider` on ``clock``, registered as provider ``fake``.
+``run_cli``
+    ``run_cli("plugins --json")`` runs a command in-process against ``plugins`` and
+    returns a :class:`CliResult` (exit code, stdout, stderr).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import pytest
+
+from soong_core.clock import ManualClock
+from soong_core.fake import FakeProvider, FakeProviderPlugin
+from soong_core.plugins import Plugins, make_plugins
+
+if TYPE_CHECKING:
+    from soong_core.cli.application import SoongApplication
+
+ENV_PREFIXES = ("SOONG_", "LAMBDA_")
+
+
+@dataclass(frozen=True)
+class SoongEnv:
+    home: Path
+    config_home: Path
+    data_home: Path
+    state_home: Path
+    cache_home: Path
+    runtime_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_home / "soong" / "config.yaml"
+
+    def environ(self) -> dict[str, str]:
+        """The variables to give a subprocess so it sees this environment too."""
+        return {
+            "HOME": str(self.home),
+            "XDG_CONFIG_HOME": str(self.config_home),
+            "XDG_DATA_HOME": str(self.data_home),
+            "XDG_STATE_HOME": str(self.state_home),
+            "XDG_CACHE_HOME": str(self.cache_home),
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+        }
+
+
+def isolate_environment(root: Path, monkeypatch: pytest.MonkeyPatch) -> SoongEnv:
+    """Point HOME and XDG at folders under ``root`` and drop soong/Lambda variables."""
+    env = SoongEnv(*(root / name for name in ("home", "config", "data", "state", "cache", "run")))
+    for path in (env.home, env.config_home, env.data_home, env.state_home, env.cache_home,
+                 env.runtime_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    env.runtime_dir.chmod(0o700)
+    for key, value in env.environ().items():
+        monkeypatch.setenv(key, value)
+    for key in list(os.environ):
+        if key.startswith(ENV_PREFIXES):
+            monkeypatch.delenv(key)
+    return env
+
+
+@pytest.fixture
+def soong_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> SoongEnv:
+    return isolate_environment(tmp_path_factory.mktemp("soong-env"), monkeypatch)
+
+
+@contextmanager
+def registered(plugins: Plugins, plugin: object, name: str | None = None) -> Iterator[str]:
+    """Register ``plugin`` for the duration of a ``with`` block; always unregistered."""
+    name = name or getattr(plugin, "__name__", None) or f"test-plugin-{id(plugin):x}"
+    if not plugins.register(plugin, name):
+        info = next(p for p in plugins.info() if p.name == name)
+        raise AssertionError(f"plugin {name!r} did not register: {info.error or info.status}")
+    try:
+        yield name
+    finally:
+        plugins.unregister(name)
+
+
+@pytest.fixture
+def plugins() -> Plugins:
+    return make_plugins(entry_points=False, disabled=())
+
+
+@pytest.fixture
+def register_plugin(plugins: Plugins) -> Iterator[Callable[..., str]]:
+    stack: list[object] = []
+
+    def register(plugin: object, name: str | None = None) -> str:
+        context = registered(plugins, plugin, name)
+        registered_name = context.__enter__()
+        stack.append(context)
+        return registered_name
+
+    try:
+        yield register
+    finally:
+        while stack:
+            stack.pop().__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def fake_provider(clock: ManualClock, register_plugin: Callable[..., str]) -> FakeProvider:
+    provider = FakeProvider(clock)
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    return provider
+
+
+@dataclass(frozen=True)
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_application(app: SoongApplication, args: str | list[str], *,
+                    inputs: str | None = None) -> CliResult:
+    """Run ``soong ARGS`` in-process, non-interactive unless ``inputs`` is given."""
+    import shlex
+
+    from cleo.io.buffered_io import BufferedIO
+    from cleo.io.inputs.argv_input import ArgvInput
+
+    argv = shlex.split(args) if isinstance(args, str) else list(args)
+    io = BufferedIO(ArgvInput(["soong", *argv]))
+    if inputs is not None:
+        io.set_user_input(inputs)
+    else:
+        io.interactive(False)
+    app.auto_exits(False)
+    exit_code = app.run(io.input, io.output, io.error_output)
+    return CliResult(exit_code, io.fetch_output(), io.fetch_error())
+
+
+@pytest.fixture
+def run_cli(plugins: Plugins) -> Callable[..., CliResult]:
+    from soong_core.cli.application import SoongApplication
+
+    def run(args: str | list[str], *, inputs: str | None = None) -> CliResult:
+        return run_application(SoongApplication(plugins=plugins), args, inputs=inputs)
+
+    return run

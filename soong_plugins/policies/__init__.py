@@ -1,0 +1,1 @@
+"""Built-in plugin ``policies``: idle timeout, lease, hard timeout and budget."""

@@ -1,0 +1,1 @@
+"""Built-in plugin ``reporters``: how ``soong status`` renders instances."""
