@@ -1,0 +1,608 @@
+"""The local history store: every launch, extension, warning and termination, in SQLite.
+
+History answers two questions nothing else can: *why* did an instance stop (shown by
+``soong status --history``), and how much did the instances that already ended cost
+(the budget's committed spend, DESIGN "Budget is admission control"). The provider
+forgets terminated instances, so this file is the only record.
+
+Only the laptop writes it: the CLI records what it did itself, what the watchdog
+reports and what it infers (DESIGN "The agent never writes the laptop's history").
+Several of those processes may run at once (a ``soong start`` while ``soong watchdog``
+loops), so the store uses WAL journaling, a busy timeout and one short ``BEGIN
+IMMEDIATE`` transaction per write.
+
+Rows are separated by *namespace*, one per provider endpoint (:func:`namespace_for`),
+so instances of the local simulator never mix with real ones in history or budget.
+A :class:`History` is bound to one namespace and never sees another's rows.
+
+A file that is not a usable database is moved aside (never truncated or deleted) and a
+fresh one started, with one warning; a database written by a newer soong is refused
+untouched. Standard library only, no provider-specific code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from urllib.parse import quote, urlsplit
+
+from soong_core.errors import SoongError
+from soong_core.models import Event, EventKind, Timestamp
+
+if TYPE_CHECKING:
+    from soong_core.clock import Clock
+
+try:  # POSIX only; soong's CLI supports Linux and macOS.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "DEFAULT_NAMESPACE",
+    "SCHEMA_VERSION",
+    "History",
+    "default_history_path",
+    "namespace_for",
+]
+
+log = logging.getLogger("soong.history")
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; a file with a larger number is from a newer soong."""
+
+BUSY_TIMEOUT_S = 10.0
+"""How long a write waits for another process's write to finish before failing."""
+
+DEFAULT_NAMESPACE = "default"
+FILE_NAME = "history.sqlite3"
+_SIDECARS = ("-wal", "-shm")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace   TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        instance_id TEXT    NOT NULL,
+        at          REAL    NOT NULL,
+        provider    TEXT    NOT NULL DEFAULT '',
+        reason      TEXT,
+        inferred    INTEGER NOT NULL DEFAULT 0,
+        type_name   TEXT,
+        region      TEXT,
+        cost        TEXT,
+        detail      TEXT    NOT NULL DEFAULT '{}'
+    )
+    """,
+    # events(since, until): the namespace's timeline.
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events (namespace, at)",
+    # instance_events, current_lease_deadline, has_terminated.
+    "CREATE INDEX IF NOT EXISTS events_by_instance ON events (namespace, instance_id, kind, at)",
+    # ended_cost and events(kinds=...).
+    "CREATE INDEX IF NOT EXISTS events_by_kind ON events (namespace, kind, at)",
+)
+_COLUMNS = frozenset({"id", "namespace", "kind", "instance_id", "at", "provider", "reason",
+                      "inferred", "type_name", "region", "cost", "detail"})
+_SELECT = ("SELECT kind, instance_id, at, provider, reason, inferred, type_name, region, "
+           "cost, detail FROM events")
+
+# SQLite result codes that mean "this file is not a database we can use" (as opposed to
+# "busy", "read-only", "disk full"...: those are real errors, not corruption).
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+def default_history_path() -> Path:
+    """``$XDG_DATA_HOME/soong/history.sqlite3`` (``~/.local/share/soong/`` by default).
+
+    Read at call time, not import time, so tests and embedding programs that change
+    the environment get the path they set.
+    """
+    data_home = os.environ.get("XDG_DATA_HOME", "").strip()
+    # The XDG spec says a relative value is invalid and must be ignored.
+    base = Path(data_home) if data_home and os.path.isabs(data_home) else (
+        Path.home() / ".local" / "share")
+    return base / "soong" / FILE_NAME
+
+
+def namespace_for(provider_name: str, endpoint: str | None = None) -> str:
+    """The history namespace of one provider endpoint: ``"lambda@https://host/api/v1"``.
+
+    The endpoint is normalised so that spellings of the same URL share a namespace:
+    scheme and host lower-cased, user name and password dropped (they must never be
+    stored), the port kept only when it is not the scheme's default, query and fragment
+    dropped, no trailing slash. Without an endpoint the namespace is the provider name.
+
+    >>> namespace_for("lambda", "HTTPS://key@Cloud.Lambda.ai:443/api/v1/")
+    'lambda@https://cloud.lambda.ai/api/v1'
+    """
+    provider = provider_name.strip()
+    if not provider or "@" in provider:
+        raise ValueError(f"provider name {provider_name!r} must be non-empty and contain no '@'")
+    if endpoint is None:
+        return provider
+    parts = urlsplit(endpoint.strip())
+    scheme = parts.scheme.lower()
+    host = parts.hostname  # lower-cased, credentials and brackets removed
+    if not scheme or not host:
+        raise ValueError(f"endpoint {endpoint!r} must be an absolute URL like https://host/path")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"endpoint {endpoint!r}: {exc}") from None
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    return f"{provider}@{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+class _Unusable(Exception):
+    """The file at the history path cannot be used as our database (internal)."""
+
+
+class History:
+    """The history of one namespace in one SQLite file.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`. One
+    object may be shared by threads (calls are serialised); processes each open their
+    own. Every query sees only this object's namespace.
+
+    Time windows are half-open: ``since`` is inclusive, ``until`` exclusive, so
+    consecutive windows never count an event twice.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, namespace: str) -> None:
+        """Wrap an already prepared connection; callers use :meth:`open` instead."""
+        self._db = connection
+        self._lock = threading.RLock()
+        self.path = path
+        self.namespace = namespace
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None,
+             namespace: str = DEFAULT_NAMESPACE, *, clock: Clock | None = None) -> History:
+        """Open (creating if needed) the history at ``path`` for ``namespace``.
+
+        ``path`` defaults to :func:`default_history_path`; missing directories are
+        created with mode 0700 and a new file with mode 0600. An unusable file is moved
+        aside to ``<name>.corrupt-YYYYmmddTHHMMSSZ`` with one warning on the
+        ``soong.history`` logger; ``clock`` only dates that name (wall time by default).
+
+        Raises :class:`~soong_core.errors.SoongError` when the file was written by a
+        newer soong (left untouched) or cannot be opened at all.
+        """
+        if not namespace:
+            raise ValueError("namespace must be non-empty")
+        target = Path(path) if path is not None else default_history_path()
+        target = target.expanduser().absolute()
+        _make_private_dirs(target.parent)
+        try:
+            connection = _open_prepared(target)
+        except _Unusable as problem:
+            connection = _recover(target, str(problem), clock)
+        return cls(connection, target, namespace)
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"History({str(self.path)!r}, namespace={self.namespace!r})"
+
+    # -- writing ------------------------------------------------------------------
+
+    def record(self, event: Event) -> None:
+        """Append ``event`` to this namespace's history, durably, in its own transaction.
+
+        ``cost`` must be a :class:`~decimal.Decimal` (or int): it is stored as text so
+        that ``Decimal("0.10")`` comes back as exactly that. ``detail`` must be
+        JSON-serialisable; it comes back as parsed JSON (tuples become lists).
+        Bad values raise ``TypeError``/``ValueError`` before anything is written.
+        """
+        row = self._row(event)
+        with self._lock, self._write() as db:
+            db.execute(
+                "INSERT INTO events (namespace, kind, instance_id, at, provider, reason, "
+                "inferred, type_name, region, cost, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+
+    def _row(self, event: Event) -> tuple[Any, ...]:
+        kind = EventKind(event.kind)
+        if not event.instance_id:
+            raise ValueError("event has no instance_id")
+        at = float(event.at)
+        if not math.isfinite(at):
+            raise ValueError(f"event time must be finite, got {event.at!r}")
+        cost: str | None = None
+        if event.cost is not None:
+            if isinstance(event.cost, bool) or not isinstance(event.cost, (Decimal, int)):
+                raise TypeError(
+                    f"event cost must be a Decimal (floats are not exact), got {event.cost!r}")
+            value = Decimal(event.cost)
+            if not value.is_finite():
+                raise ValueError(f"event cost must be finite, got {event.cost!r}")
+            cost = str(value)
+        try:
+            detail = json.dumps(dict(event.detail), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"event detail must be JSON-serialisable: {exc}") from None
+        return (self.namespace, kind.value, event.instance_id, at, event.provider or "",
+                event.reason, int(bool(event.inferred)), event.type_name, event.region,
+                cost, detail)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: takes the write lock up front.
+
+        A deferred transaction that reads first and then writes can fail at once with
+        "database is locked" in WAL mode (its snapshot is stale); IMMEDIATE waits on
+        the busy timeout instead.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reading ------------------------------------------------------------------
+
+    def events(self, since: Timestamp | None = None, until: Timestamp | None = None,
+               instance_id: str | None = None,
+               kinds: Iterable[EventKind | str] | None = None,
+               limit: int | None = None) -> list[Event]:
+        """Events of this namespace with ``since <= at < until``, oldest first.
+
+        ``None`` leaves a bound open. ``kinds`` restricts to those kinds (an empty
+        collection matches nothing). ``limit`` keeps the *latest* ``limit`` matching
+        events, still returned oldest first: what a "recent history" view wants.
+        Events at the same time come back in the order they were recorded.
+        """
+        where: list[str] = ["namespace = ?"]
+        params: list[Any] = [self.namespace]
+        if since is not None:
+            where.append("at >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("at < ?")
+            params.append(float(until))
+        if instance_id is not None:
+            where.append("instance_id = ?")
+            params.append(instance_id)
+        if kinds is not None:
+            values = sorted({EventKind(kind).value for kind in kinds})
+            if not values:
+                return []
+            where.append(f"kind IN ({','.join('?' * len(values))})")
+            params.extend(values)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC"
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, got {limit}")
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [_event(row) for row in reversed(rows)]
+
+    def instance_events(self, instance_id: str) -> list[Event]:
+        """Every event of one instance, oldest first."""
+        return self.events(instance_id=instance_id)
+
+    def current_lease_deadline(self, instance_id: str) -> Timestamp | None:
+        """The lease deadline set by the instance's latest extension, or ``None``.
+
+        Extensions store their new deadline in ``detail["lease_deadline"]``; ``None``
+        means the instance was never extended, so its launch tag still holds.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT detail FROM events WHERE namespace = ? AND instance_id = ? "
+                "AND kind = ? ORDER BY at DESC, id DESC",
+                (self.namespace, instance_id, EventKind.EXTEND.value),
+            ).fetchall()
+        for (detail,) in rows:
+            deadline = json.loads(detail).get("lease_deadline")
+            if isinstance(deadline, (int, float)) and not isinstance(deadline, bool):
+                return float(deadline)
+        return None
+
+    def has_terminated(self, instance_id: str) -> bool:
+        """Whether a termination of this instance is already recorded."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM events WHERE namespace = ? AND instance_id = ? AND kind = ? "
+                "LIMIT 1",
+                (self.namespace, instance_id, EventKind.TERMINATE.value),
+            ).fetchone()
+        return row is not None
+
+    def ended_cost(self, since: Timestamp | None = None) -> Decimal:
+        """What the instances that ended at or after ``since`` cost (``None``: ever).
+
+        The budget's committed spend for ended instances. An instance counts once even
+        if its termination was recorded twice (an inferred reason, then the watchdog's
+        report): its latest termination that carries a cost is the one that counts,
+        when that termination lies in the window. Summed as exact decimals.
+        """
+        sql = (
+            "SELECT e.cost FROM events AS e WHERE e.namespace = ? AND e.kind = ? "
+            "AND e.cost IS NOT NULL AND e.id = ("
+            " SELECT l.id FROM events AS l WHERE l.namespace = e.namespace"
+            " AND l.instance_id = e.instance_id AND l.kind = e.kind AND l.cost IS NOT NULL"
+            " ORDER BY l.at DESC, l.id DESC LIMIT 1)"
+        )
+        params: list[Any] = [self.namespace, EventKind.TERMINATE.value]
+        if since is not None:
+            sql += " AND e.at >= ?"
+            params.append(float(since))
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return sum((Decimal(cost) for (cost,) in rows), Decimal(0))
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    kind, instance_id, at, provider, reason, inferred, type_name, region, cost, detail = row
+    return Event(
+        kind=EventKind(kind),
+        instance_id=instance_id,
+        at=float(at),
+        provider=provider,
+        reason=reason,
+        inferred=bool(inferred),
+        type_name=type_name,
+        region=region,
+        cost=None if cost is None else Decimal(cost),
+        detail=json.loads(detail),
+    )
+
+
+# -- opening, schema and recovery -------------------------------------------------------
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents with mode 0700 (history is private).
+
+    Existing directories keep their mode: the user may have chosen it.
+    """
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it first
+        folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def _open_prepared(path: Path) -> sqlite3.Connection:
+    """Connect, check the version, switch to WAL and create the schema if missing.
+
+    Raises :class:`_Unusable` for a file we should move aside, ``SoongError`` for
+    anything else (a newer schema, an unreadable file).
+    """
+    if path.is_dir():
+        raise _Unusable("a directory is in its place")
+    try:
+        existing = path.stat().st_size > 0
+    except FileNotFoundError:
+        existing = False
+    if existing:
+        _probe_read_only(path)
+    else:
+        # Created 0600 before SQLite sees it: the -wal and -shm files copy its mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                             check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise SoongError(f"cannot open the history database {path}: {exc}") from exc
+    try:
+        _prepare(db, path)
+    except BaseException as exc:
+        db.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            if _is_corruption(exc):
+                raise _Unusable(f"not a usable SQLite database: {exc}") from exc
+            raise SoongError(f"cannot open the history database {path}: {exc}") from exc
+        raise
+    return db
+
+
+def _probe_read_only(path: Path) -> None:
+    """Judge an existing file through a read-only connection before writing to it.
+
+    A read-write connection to a file that is not a database deletes the -wal and -shm
+    files beside it when it closes, and those must be kept with the rest; a newer
+    soong's file must not even be switched to WAL. Errors that are not about the
+    file's content are left for the read-write connection to report.
+    """
+    uri = "file:" + quote(str(path.absolute())) + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        version = _check_version(db, path)
+        if not _check_columns(db) and version == SCHEMA_VERSION:
+            raise _Unusable("it has no events table")
+    except sqlite3.DatabaseError as exc:
+        if _is_corruption(exc):
+            raise _Unusable(f"not a usable SQLite database: {exc}") from exc
+    finally:
+        db.close()
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    version = _check_version(db, path)
+    _enable_wal(db)
+    if version < SCHEMA_VERSION:
+        _create_schema(db, path)
+    if not _check_columns(db):
+        raise _Unusable("it has no events table")
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; a newer one is refused, a negative one is unusable."""
+    version = _user_version(db)
+    if version > SCHEMA_VERSION:
+        raise _newer(path, version)
+    if version < 0:
+        raise _Unusable(f"unknown schema version {version}")
+    return version
+
+
+def _newer(path: Path, version: int) -> SoongError:
+    return SoongError(
+        f"the history database {path} was written by a newer soong "
+        f"(schema {version}; this soong knows up to {SCHEMA_VERSION})",
+        hints=["upgrade soong (pip install -U soong)"],
+    )
+
+
+def _check_columns(db: sqlite3.Connection) -> bool:
+    """Whether an events table exists; raise :class:`_Unusable` if it is not ours."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if columns and not _COLUMNS <= columns:
+        missing = ", ".join(sorted(_COLUMNS - columns))
+        raise _Unusable(f"its events table lacks columns {missing}")
+    return bool(columns)
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL (persistent: a no-op once the file is in WAL mode).
+
+    Changing the journal mode needs an exclusive lock, and SQLite may answer "locked"
+    without consulting the busy handler when another process holds the file, so this
+    retries until the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _create_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create tables and indexes; safe when several processes do it at the same time.
+
+    The version is read again inside the write transaction, so a process that waited
+    for another one's creation sees it done and creates nothing.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _check_version(db, path)  # again: another process may have won
+        if version < SCHEMA_VERSION:
+            _check_columns(db)  # someone else's "events" table: not ours to extend
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _recovery_lock(path: Path) -> Iterator[None]:
+    """Serialise recoveries between processes.
+
+    Without it, a process that found the old file unusable could move aside the fresh
+    database another process has just created in its place.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _recover(path: Path, problem: str, clock: Clock | None) -> sqlite3.Connection:
+    with _recovery_lock(path):
+        try:
+            return _open_prepared(path)  # another process may have recovered already
+        except _Unusable as again:
+            problem = str(again)
+        moved = _move_aside(path, clock.now() if clock is not None else time.time())
+        log.warning("history database %s is unusable (%s): moved it to %s and started a "
+                    "fresh one", path, problem, moved)
+        try:
+            return _open_prepared(path)
+        except _Unusable as still:
+            raise SoongError(f"cannot create a fresh history database at {path}: {still}",
+                             hints=[f"the unusable one was moved to {moved}"]) from None
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    """Rename the file (or directory) and its -wal/-shm to a free ``.corrupt-`` name.
+
+    The sidecars keep their suffix after the new name, so SQLite still pairs them if
+    someone opens the moved file to rescue it. They move first: a stale -wal left next
+    to a fresh database would be replayed into it.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    base = f"{path.name}.corrupt-{stamp}"
+    counter = 1
+    target = path.with_name(base)
+    while any(target.with_name(target.name + s).exists() or target.with_name(
+            target.name + s).is_symlink() for s in ("", *_SIDECARS)):
+        counter += 1
+        target = path.with_name(f"{base}.{counter}")
+    for suffix in (*_SIDECARS, ""):
+        source = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(source, target.with_name(target.name + suffix))
+    return target

@@ -1,0 +1,547 @@
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from contextlib import closing
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from soong_core.clock import ManualClock
+from soong_core.errors import SoongError
+from soong_core.history import (
+    SCHEMA_VERSION,
+    History,
+    default_history_path,
+    namespace_for,
+)
+from soong_core.models import Event, EventKind, Reason
+
+REAL = namespace_for("lambda", "https://cloud.lambda.ai/api/v1")
+SIM = namespace_for("lambda", "http://127.0.0.1:8123/api/v1")
+T0 = 1_800_000_000.0
+# 2027-01-15T08:00:00Z: the name a corrupt file gets when the clock says T0.
+STAMP = "20270115T080000Z"
+
+
+def ev(kind: EventKind | str, instance_id: str = "i-1", at: float = T0, **fields) -> Event:
+    return Event(kind=EventKind(kind), instance_id=instance_id, at=at, **fields)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "history.sqlite3"
+
+
+@pytest.fixture
+def history(db_path: Path):
+    with History.open(db_path, REAL) as opened:
+        yield opened
+
+
+def raw_db(path: Path) -> closing[sqlite3.Connection]:
+    """A plain autocommit connection, closed at the end of the ``with`` block."""
+    return closing(sqlite3.connect(path, isolation_level=None))
+
+
+def corrupt_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".corrupt-" in p.name)
+
+
+# -- round trip ---------------------------------------------------------------------------
+
+
+def test_every_field_round_trips_exactly(history: History, db_path: Path) -> None:
+    event = Event(
+        kind=EventKind.TERMINATE,
+        instance_id="0920582c7ff041399e34823a0be62549",
+        at=T0 + 0.125,
+        provider="lambda",
+        reason=Reason.LEASE_EXPIRED,  # a str enum is stored as its plain value
+        inferred=True,
+        type_name="gpu_1x_h100_pcie",
+        region="us-east-1",
+        cost=Decimal("12.3456789012345678901234567890"),
+        detail={"lease_deadline": T0, "note": "ünïcode", "nested": {"list": [1, "two", None]},
+                "flag": False},
+    )
+    history.record(event)
+    assert history.events() == [event]
+    # Stored as text, not REAL: a float could not hold 30 significant digits.
+    with raw_db(db_path) as raw:
+        assert raw.execute("SELECT cost, typeof(cost), reason FROM events").fetchone() == (
+            "12.3456789012345678901234567890", "text", "lease_expired")
+
+
+def test_defaults_round_trip_and_trailing_zeros_are_kept(history: History) -> None:
+    bare = ev("launch")
+    cents = ev("terminate", at=T0 + 1, cost=Decimal("0.10"))
+    history.record(bare)
+    history.record(cents)
+    got = history.events()
+    assert got == [bare, cents]
+    assert got[0].cost is None and got[0].detail == {} and got[0].reason is None
+    assert str(got[1].cost) == "0.10"
+
+
+def test_kind_given_as_a_string_is_stored_as_the_enum(history: History) -> None:
+    history.record(Event(kind="extend", instance_id="i-1", at=T0))  # type: ignore[arg-type]
+    assert history.events()[0].kind is EventKind.EXTEND
+
+
+@pytest.mark.parametrize("event, error", [
+    (ev("terminate", cost=0.1), TypeError),  # type: ignore[arg-type]
+    (ev("terminate", cost=Decimal("NaN")), ValueError),
+    (ev("launch", detail={"price": Decimal("1.10")}), TypeError),
+    (ev("launch", detail={"x": float("inf")}), TypeError),
+    (ev("launch", at=float("nan")), ValueError),
+    (ev("launch", instance_id=""), ValueError),
+    (Event(kind="reboot", instance_id="i-1", at=T0), ValueError),  # type: ignore[arg-type]
+])
+def test_bad_events_are_refused_before_anything_is_written(
+        history: History, event: Event, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        history.record(event)
+    assert history.events() == []
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def test_window_includes_since_and_excludes_until(history: History) -> None:
+    for at in (T0, T0 + 100, T0 + 200):
+        history.record(ev("warning", at=at))
+
+    def times(since: float | None = None, until: float | None = None) -> list[float]:
+        return [e.at - T0 for e in history.events(since=since, until=until)]
+
+    assert times() == [0, 100, 200]
+    assert times(since=T0 + 100) == [100, 200]
+    assert times(until=T0 + 200) == [0, 100]
+    assert times(since=T0 + 100, until=T0 + 200) == [100]
+    assert times(since=T0 + 100, until=T0 + 100) == []
+    # Adjacent windows partition the events: none counted twice, none missed.
+    assert times(until=T0 + 100) + times(since=T0 + 100) == [0, 100, 200]
+
+
+def test_events_are_ordered_by_time_then_by_recording(history: History) -> None:
+    history.record(ev("warning", at=T0 + 50, detail={"n": 1}))
+    history.record(ev("launch", at=T0, detail={"n": 2}))
+    history.record(ev("warning", at=T0 + 50, detail={"n": 3}))
+    assert [e.detail["n"] for e in history.events()] == [2, 1, 3]
+
+
+def test_filter_by_instance_and_kind(history: History) -> None:
+    history.record(ev("launch", "a", T0))
+    history.record(ev("launch", "b", T0 + 1))
+    history.record(ev("extend", "a", T0 + 2))
+    history.record(ev("terminate", "a", T0 + 3))
+    history.record(ev("warning", "b", T0 + 4))
+
+    def key(events: list[Event]) -> list[tuple[str, str]]:
+        return [(e.instance_id, e.kind.value) for e in events]
+
+    assert key(history.instance_events("a")) == [("a", "launch"), ("a", "extend"),
+                                                 ("a", "terminate")]
+    assert key(history.events(kinds=[EventKind.LAUNCH])) == [("a", "launch"), ("b", "launch")]
+    assert key(history.events(kinds={"terminate", "warning"})) == [("a", "terminate"),
+                                                                   ("b", "warning")]
+    assert key(history.events(instance_id="b", kinds=["warning"])) == [("b", "warning")]
+    assert history.events(kinds=[]) == []
+    assert history.instance_events("nobody") == []
+    with pytest.raises(ValueError):
+        history.events(kinds=["reboot"])
+
+
+def test_limit_keeps_the_latest_events_oldest_first(history: History) -> None:
+    for n in range(5):
+        history.record(ev("warning", at=T0 + n))
+    assert [e.at - T0 for e in history.events(limit=2)] == [3, 4]
+    assert [e.at - T0 for e in history.events(until=T0 + 3, limit=2)] == [1, 2]
+    assert history.events(limit=0) == []
+    assert len(history.events(limit=50)) == 5
+    with pytest.raises(ValueError):
+        history.events(limit=-1)
+
+
+def test_current_lease_deadline_follows_the_latest_extension(history: History) -> None:
+    history.record(ev("launch", at=T0, detail={"lease_deadline": T0 + 3600}))
+    assert history.current_lease_deadline("i-1") is None  # never extended: the tag holds
+    history.record(ev("extend", at=T0 + 100, detail={"lease_deadline": T0 + 7200}))
+    assert history.current_lease_deadline("i-1") == T0 + 7200
+    # Recorded late but happened last: time decides, not the order of recording.
+    history.record(ev("extend", at=T0 + 300, detail={"lease_deadline": T0 + 14400}))
+    history.record(ev("extend", at=T0 + 200, detail={"lease_deadline": T0 + 10800}))
+    assert history.current_lease_deadline("i-1") == T0 + 14400
+    # An extension event without a deadline does not hide the one before it.
+    history.record(ev("extend", at=T0 + 400, detail={"note": "no deadline"}))
+    assert history.current_lease_deadline("i-1") == T0 + 14400
+    assert history.current_lease_deadline("i-2") is None
+
+
+def test_ended_cost_sums_terminations_at_or_after_since(history: History) -> None:
+    history.record(ev("launch", "a", T0, cost=Decimal("100")))  # not an ended cost
+    history.record(ev("extend", "a", T0 + 1, cost=Decimal("100")))
+    history.record(ev("terminate", "a", T0 + 10, cost=Decimal("0.1")))
+    history.record(ev("terminate", "b", T0 + 20, cost=Decimal("0.2")))
+    history.record(ev("terminate", "c", T0 + 30))  # cost unknown
+    history.record(ev("terminate", "d", T0 + 40, cost=Decimal("1.05")))
+    assert history.ended_cost() == Decimal("1.35")
+    assert history.ended_cost(None) == Decimal("1.35")
+    assert history.ended_cost(T0 + 20) == Decimal("1.25")  # since is inclusive
+    assert history.ended_cost(T0 + 20.5) == Decimal("1.05")
+    assert history.ended_cost(T0 + 41) == Decimal(0)
+    assert history.ended_cost(T0 + 10) - history.ended_cost(T0 + 20) == Decimal("0.1")
+
+
+def test_an_instance_terminated_twice_is_paid_for_once(history: History) -> None:
+    history.record(ev("terminate", "a", T0, reason="lease_expired", inferred=True,
+                      cost=Decimal("4.00")))
+    history.record(ev("terminate", "a", T0 + 60, reason="watchdog", cost=Decimal("4.10")))
+    history.record(ev("terminate", "b", T0 + 5, cost=Decimal("1")))
+    assert history.ended_cost() == Decimal("5.10")
+    assert history.ended_cost(T0 + 30) == Decimal("4.10")
+
+
+def test_has_terminated(history: History) -> None:
+    history.record(ev("launch", "a"))
+    history.record(ev("warning", "a", T0 + 1))
+    assert not history.has_terminated("a")
+    history.record(ev("terminate", "a", T0 + 2, reason="manual"))
+    assert history.has_terminated("a")
+    assert not history.has_terminated("b")
+
+
+# -- namespaces ---------------------------------------------------------------------------
+
+
+def test_namespaces_never_see_each_other(db_path: Path) -> None:
+    with History.open(db_path, REAL) as real, History.open(db_path, SIM) as sim:
+        real.record(ev("launch", "same-id", T0))
+        real.record(ev("extend", "same-id", T0 + 1, detail={"lease_deadline": T0 + 99}))
+        real.record(ev("terminate", "same-id", T0 + 2, cost=Decimal("7")))
+        sim.record(ev("launch", "same-id", T0 + 3, provider="sim"))
+
+        assert [e.kind for e in real.instance_events("same-id")] == [
+            EventKind.LAUNCH, EventKind.EXTEND, EventKind.TERMINATE]
+        assert [e.provider for e in sim.events()] == ["sim"]
+        assert sim.instance_events("same-id") == sim.events()
+        assert real.has_terminated("same-id") and not sim.has_terminated("same-id")
+        assert real.current_lease_deadline("same-id") == T0 + 99
+        assert sim.current_lease_deadline("same-id") is None
+        assert real.ended_cost() == Decimal(7) and sim.ended_cost() == Decimal(0)
+    with History.open(db_path) as default:
+        assert default.namespace == "default" and default.events() == []
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("https://cloud.lambda.ai/api/v1", "lambda@https://cloud.lambda.ai/api/v1"),
+    ("HTTPS://Cloud.Lambda.AI/api/v1/", "lambda@https://cloud.lambda.ai/api/v1"),
+    ("https://cloud.lambda.ai:443/api/v1", "lambda@https://cloud.lambda.ai/api/v1"),
+    ("https://secret-key:pw@cloud.lambda.ai/api/v1?x=1#frag",
+     "lambda@https://cloud.lambda.ai/api/v1"),
+    ("http://127.0.0.1:8123/api/v1", "lambda@http://127.0.0.1:8123/api/v1"),
+    ("http://127.0.0.1:80/api/v1", "lambda@http://127.0.0.1/api/v1"),
+    ("https://localhost:80/", "lambda@https://localhost:80"),
+    ("http://[::1]:9000/api/v1//", "lambda@http://[::1]:9000/api/v1"),
+    ("  https://cloud.lambda.ai  ", "lambda@https://cloud.lambda.ai"),
+])
+def test_namespace_for_normalises_the_endpoint(endpoint: str, expected: str) -> None:
+    assert namespace_for("lambda", endpoint) == expected
+
+
+def test_namespace_for_separates_simulator_and_cloud_and_refuses_nonsense() -> None:
+    assert namespace_for("lambda") == "lambda"
+    assert len({REAL, SIM, namespace_for("lambda", "http://127.0.0.1:8124/api/v1"),
+                namespace_for("other", "https://cloud.lambda.ai/api/v1")}) == 4
+    for endpoint in ("cloud.lambda.ai/api", "/api/v1", "https://", "http://h:99999/"):
+        with pytest.raises(ValueError):
+            namespace_for("lambda", endpoint)
+    for name in ("", "  ", "a@b"):
+        with pytest.raises(ValueError):
+            namespace_for(name, "https://cloud.lambda.ai")
+
+
+# -- where and how it is stored -----------------------------------------------------------
+
+
+def test_default_path_follows_xdg_at_call_time(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "a"))
+    assert default_history_path() == tmp_path / "a" / "soong" / "history.sqlite3"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "b"))
+    assert default_history_path() == tmp_path / "b" / "soong" / "history.sqlite3"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_history_path() == tmp_path / "home/.local/share/soong/history.sqlite3"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/path")  # invalid per XDG: ignored
+    assert default_history_path() == tmp_path / "home/.local/share/soong/history.sqlite3"
+
+
+def test_open_creates_a_private_directory_and_file(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "fresh" / "data"))
+    old_umask = os.umask(0o022)
+    try:
+        with History.open() as history:
+            history.record(ev("launch"))
+            path = history.path
+    finally:
+        os.umask(old_umask)
+    assert path == tmp_path / "fresh" / "data" / "soong" / "history.sqlite3"
+    for folder in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with History.open() as again:
+        assert len(again.events()) == 1
+
+
+def test_database_uses_wal_and_a_versioned_schema(history: History, db_path: Path) -> None:
+    history.record(ev("launch"))
+    with raw_db(db_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {row[0] for row in raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+    assert {"events_by_time", "events_by_instance", "events_by_kind"} <= indexes
+
+
+def test_close_is_idempotent_and_the_context_manager_closes(db_path: Path) -> None:
+    with History.open(db_path) as history:
+        history.record(ev("launch"))
+    with pytest.raises(sqlite3.ProgrammingError):
+        history.events()
+    history.close()
+
+
+# -- corruption ---------------------------------------------------------------------------
+
+
+def test_garbage_file_is_moved_aside_intact_and_a_fresh_one_started(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    garbage = os.urandom(4096)
+    db_path.write_bytes(garbage)
+    caplog.set_level(logging.DEBUG, logger="soong.history")
+    with History.open(db_path, REAL, clock=ManualClock(T0)) as history:
+        history.record(ev("launch"))
+        assert len(history.events()) == 1
+    moved = db_path.with_name(f"history.sqlite3.corrupt-{STAMP}")
+    assert moved.read_bytes() == garbage
+    assert corrupt_names(db_path.parent) == [moved.name]
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and record.name == "soong.history"
+    message = record.getMessage()
+    assert "\n" not in message
+    assert str(db_path) in message and str(moved) in message and "not a" in message
+    # The fresh database is a normal one: reopening neither warns nor moves anything.
+    caplog.clear()
+    with History.open(db_path, REAL) as again:
+        assert len(again.events()) == 1
+    assert caplog.records == [] and corrupt_names(db_path.parent) == [moved.name]
+
+
+def test_directory_in_place_of_the_file_is_moved_aside(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db_path.mkdir()
+    (db_path / "keep.txt").write_text("precious")
+    caplog.set_level(logging.WARNING, logger="soong.history")
+    with History.open(db_path, clock=ManualClock(T0)) as history:
+        history.record(ev("launch"))
+    moved = db_path.with_name(f"history.sqlite3.corrupt-{STAMP}")
+    assert (moved / "keep.txt").read_text() == "precious"
+    assert db_path.is_file()
+    assert len(caplog.records) == 1 and "directory" in caplog.records[0].getMessage()
+
+
+def test_wal_and_shm_siblings_move_with_the_file_and_keep_their_suffix(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db_path.write_bytes(b"not a database at all" * 10)
+    wal = db_path.with_name("history.sqlite3-wal")
+    shm = db_path.with_name("history.sqlite3-shm")
+    wal.write_bytes(b"wal bytes")
+    shm.write_bytes(b"shm bytes")
+    with History.open(db_path, clock=ManualClock(T0)) as history:
+        history.record(ev("launch"))
+        assert len(history.events()) == 1
+    moved = f"history.sqlite3.corrupt-{STAMP}"
+    assert corrupt_names(db_path.parent) == [moved, f"{moved}-shm", f"{moved}-wal"]
+    # The -wal holds data and is kept byte for byte; the -shm is only an index that
+    # SQLite rewrites on opening (even read-only) and rebuilds from the -wal.
+    assert db_path.with_name(f"{moved}-wal").read_bytes() == b"wal bytes"
+    assert len(caplog.records) == 1
+
+
+def test_a_taken_corrupt_name_gets_a_counter(db_path: Path) -> None:
+    clock = ManualClock(T0)
+    first = db_path.with_name(f"history.sqlite3.corrupt-{STAMP}")
+    first.write_bytes(b"earlier rescue")
+    db_path.write_bytes(b"x" * 500)
+    History.open(db_path, clock=clock).close()
+    second = db_path.with_name(f"history.sqlite3.corrupt-{STAMP}.2")
+    assert first.read_bytes() == b"earlier rescue"
+    assert second.read_bytes() == b"x" * 500
+    # Only a sibling of a name is taken: the counter skips it too.
+    db_path.unlink()
+    db_path.write_bytes(b"y" * 500)
+    db_path.with_name(f"history.sqlite3.corrupt-{STAMP}.3-wal").write_bytes(b"w")
+    History.open(db_path, clock=clock).close()
+    assert db_path.with_name(f"history.sqlite3.corrupt-{STAMP}.4").read_bytes() == b"y" * 500
+
+
+def test_data_still_in_the_wal_moves_with_its_database(db_path: Path) -> None:
+    source = db_path.with_name("elsewhere.sqlite3")
+    writer = sqlite3.connect(source, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("INSERT INTO other VALUES ('only in the wal')")
+    writer.execute("PRAGMA user_version = 1")  # claims our schema, has no events table
+    db_path.write_bytes(source.read_bytes())  # a snapshot taken before any checkpoint
+    db_path.with_name("history.sqlite3-wal").write_bytes(
+        source.with_name("elsewhere.sqlite3-wal").read_bytes())
+    writer.close()
+    History.open(db_path, clock=ManualClock(T0)).close()
+    with raw_db(db_path.with_name(f"history.sqlite3.corrupt-{STAMP}")) as moved:
+        assert moved.execute("SELECT x FROM other").fetchall() == [("only in the wal",)]
+
+
+def test_processes_recovering_at_once_move_the_file_aside_once(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db_path.write_bytes(b"garbage" * 100)
+    caplog.set_level(logging.WARNING, logger="soong.history")
+    start, errors = threading.Barrier(4), []
+
+    def open_and_write(n: int) -> None:
+        try:
+            start.wait()
+            with History.open(db_path, clock=ManualClock(T0)) as history:
+                history.record(ev("launch", f"i-{n}"))
+        except BaseException as exc:  # reported below: a thread's exception is lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert corrupt_names(db_path.parent) == [f"history.sqlite3.corrupt-{STAMP}"]
+    assert len(caplog.records) == 1
+    with History.open(db_path) as history:  # nobody wrote into a file that moved away
+        assert len(history.events()) == 4
+
+
+@pytest.mark.parametrize("setup", [
+    "PRAGMA user_version = 1",  # claims our schema, has no table
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, what TEXT)",  # someone else's table
+], ids=["no-table", "foreign-table"])
+def test_unusable_schema_is_moved_aside(db_path: Path, setup: str,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    with raw_db(db_path) as raw:
+        raw.execute("CREATE TABLE other (x)")
+        raw.execute("INSERT INTO other VALUES ('kept')")
+        raw.execute(setup)
+    with History.open(db_path, clock=ManualClock(T0)) as history:
+        history.record(ev("launch"))
+    moved = db_path.with_name(f"history.sqlite3.corrupt-{STAMP}")
+    with raw_db(moved) as raw:
+        assert raw.execute("SELECT x FROM other").fetchall() == [("kept",)]
+    assert len(caplog.records) == 1 and caplog.records[0].levelno == logging.WARNING
+
+
+def test_newer_schema_is_refused_and_left_untouched(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with raw_db(db_path) as raw:
+        raw.execute("CREATE TABLE events (everything TEXT)")
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = db_path.read_bytes()
+    with pytest.raises(SoongError) as error:
+        History.open(db_path, clock=ManualClock(T0))
+    assert "newer soong" in error.value.message
+    assert any("upgrade soong" in hint for hint in error.value.hints)
+    assert db_path.read_bytes() == before
+    assert sorted(p.name for p in db_path.parent.iterdir()) == ["history.sqlite3"]
+    assert caplog.records == []
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import sys
+    from decimal import Decimal
+    from soong_core.history import History
+    from soong_core.models import Event, EventKind
+
+    path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    print("ready", flush=True)
+    sys.stdin.readline()  # everyone starts together, schema creation included
+    with History.open(path, "ns") as history:
+        for n in range(count):
+            history.record(Event(EventKind.TERMINATE, f"{name}-{n}", 1e9 + n,
+                                 cost=Decimal("0.01")))
+    print("done", flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_write_at_once_and_lose_nothing(db_path: Path) -> None:
+    count = 300
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(db_path), name, str(count)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+               for name in ("p1", "p2")]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        for writer in writers:  # the database does not exist yet: both create it at once
+            assert writer.stdin is not None
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        results = [writer.communicate(timeout=60) for writer in writers]
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+    for writer, (out, err) in zip(writers, results, strict=True):
+        assert writer.returncode == 0, err
+        assert out == "done\n" and "locked" not in err
+    with History.open(db_path, "ns") as history:
+        ids = [e.instance_id for e in history.events()]
+        assert history.ended_cost() == Decimal("0.01") * 2 * count
+    assert len(ids) == 2 * count
+    assert set(ids) == {f"{p}-{n}" for p in ("p1", "p2") for n in range(count)}
+
+
+def test_threads_share_or_own_connections_and_lose_nothing(db_path: Path) -> None:
+    count, errors = 100, []
+    shared = History.open(db_path, "ns")
+    start = threading.Barrier(4)
+
+    def write(name: str, own: bool) -> None:
+        try:
+            history = History.open(db_path, "ns") if own else shared
+            start.wait()
+            for n in range(count):
+                history.record(ev("warning", f"{name}-{n}", T0 + n))
+            if own:
+                history.close()
+        except BaseException as exc:  # reported below: a thread's exception is lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"t{k}", k % 2 == 0)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    try:
+        assert errors == []
+        assert len({e.instance_id for e in shared.events()}) == 4 * count
+    finally:
+        shared.close()
