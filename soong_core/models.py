@@ -374,6 +374,20 @@ class Admission:
     hours: float = 0.0
     type_name: str | None = None
     instance_id: str | None = None
+    price_cents_per_hour: int | None = None
+    """The instance's price, so a refusal can say how many hours would still fit."""
+    committed_by_period: Mapping[str, Decimal] = field(default_factory=dict)
+    """Committed spend per budget period (``day``, ``week``, ``month``, ``none``) where
+    known, so a policy capping another period than ``period`` (a third-party daily cap
+    next to the built-in monthly one) finds its own number."""
+
+    def committed_for(self, period: str) -> Decimal | None:
+        """Committed spend in ``period``; ``None`` when the caller did not compute it."""
+        if period in self.committed_by_period:
+            return self.committed_by_period[period]
+        if period == self.period:
+            return self.committed
+        return None
 
 
 @dataclass(frozen=True)

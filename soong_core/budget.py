@@ -1,0 +1,268 @@
+"""The budget: a spending cap enforced as admission control at launch and extend.
+
+DESIGN, "Budget is admission control": every instance stops by its lease deadline, so
+the spend it can still cause is bounded the moment it is launched or extended. A budget
+therefore never needs to kill anything at runtime; it refuses a launch or an extension
+whose cost, added to what is already *committed* in the budget period, would pass the
+cap. The agent never evaluates it.
+
+Committed spend in a period =
+  the cost of soong instances that ended in the period (from history), plus
+  for each running soong instance, its cost from ``max(launched_at, period start)`` to
+  its current lease deadline (or to now, if it is already running past it).
+
+Counting from the period start, not from the launch, keeps an instance launched last
+month from being charged twice to this month. Periods are calendar periods in UTC: a
+``day`` starts at 00:00 UTC, a ``week`` on Monday 00:00 UTC (ISO weeks), a ``month`` on
+the 1st at 00:00 UTC; ``none`` means all recorded history (``period_start`` is ``None``).
+
+Pure functions, provider-agnostic, standard library and the core's pure modules only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterable, Mapping, Tuple, Union
+
+from soong_core.costs import cost_between, estimate, format_money
+from soong_core.errors import ConfigError, PluginError, SoongError
+from soong_core.models import Admission, Timestamp
+from soong_core.policy import named_policies
+
+PERIODS: tuple[str, ...] = ("day", "week", "month", "none")
+DEFAULT_PERIOD = "month"
+
+_PHRASES = {"day": "today", "week": "this week", "month": "this month", "none": "in total"}
+
+LAUNCH_HINT = ("lower --hours, stop another instance, or raise budget.max_dollars with "
+               "`soong config set budget.max_dollars N`")
+EXTEND_HINT = ("extend by fewer hours, stop another instance, or raise budget.max_dollars "
+               "with `soong config set budget.max_dollars N`")
+
+
+def _check_period(period: str) -> None:
+    if period not in PERIODS:
+        raise ValueError(f"unknown budget period {period!r} (one of {', '.join(PERIODS)})")
+
+
+def period_start(period: str, now: Timestamp) -> Timestamp | None:
+    """When the budget period containing ``now`` began, in UTC; ``None`` for ``none``.
+
+    UTC rather than local time so that the laptop, the watchdog host and the history
+    agree on which spend belongs to which period wherever they run.
+    """
+    _check_period(period)
+    if period == "none":
+        return None
+    day = datetime.fromtimestamp(now, tz=timezone.utc).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        day -= timedelta(days=day.weekday())
+    elif period == "month":
+        day = day.replace(day=1)
+    return day.timestamp()
+
+
+def period_phrase(period: str) -> str:
+    """``"this month"``, ``"today"``...: how a message names the period."""
+    _check_period(period)
+    return _PHRASES[period]
+
+
+@dataclass(frozen=True)
+class RunningCost:
+    """A running soong instance, as much of it as committed spend needs."""
+
+    price_cents_per_hour: int
+    launched_at: Timestamp
+    lease_deadline: Timestamp
+    instance_id: str | None = None
+
+    def committed(self, now: Timestamp, since: Timestamp | None = None) -> Decimal:
+        """Its cost from ``max(launched_at, since)`` to ``max(lease_deadline, now)``.
+
+        Past its deadline an instance still bills until it actually stops, so an overrun
+        counts up to ``now``: committed spend stays an upper bound.
+        """
+        start = self.launched_at if since is None else max(self.launched_at, since)
+        return cost_between(self.price_cents_per_hour, start, max(self.lease_deadline, now))
+
+
+RunningLike = Union[RunningCost, Tuple[int, Timestamp, Timestamp]]
+"""A :class:`RunningCost` or ``(price_cents_per_hour, launched_at, lease_deadline)``."""
+
+EndedCosts = Union[Decimal, int, Callable[[Union[Timestamp, None]], Decimal]]
+"""What history knows of ended instances: either the cost already summed for the
+configured period, or ``ended_cost_since(start)`` returning the cost of soong instances
+that ended at or after ``start`` (``None``: all history). The callable form lets every
+period be computed, for policies that cap another period than the configured one.
+History may count an instance that straddles ``start`` whole (an over-estimate, which
+errs on the safe side) or from ``start`` on (``costs.cost_between``), matching how
+running instances are counted."""
+
+
+def _running(item: RunningLike) -> RunningCost:
+    if isinstance(item, RunningCost):
+        return item
+    price, launched_at, lease_deadline = item
+    return RunningCost(price, launched_at, lease_deadline)
+
+
+def committed_spend(ended_costs: Decimal | int, running: Iterable[RunningLike], *,
+                    now: Timestamp, since: Timestamp | None = None) -> Decimal:
+    """Spend committed in the period that began at ``since`` (``None``: all time).
+
+    :param ended_costs: the cost of instances that ended in the period (from history).
+    :param running: running soong instances; each counts from ``max(launched_at, since)``
+        to ``max(lease_deadline, now)``.
+    """
+    total = Decimal(ended_costs)
+    for item in running:
+        total += _running(item).committed(now, since)
+    return total
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """The ``budget`` config section: ``max_dollars`` (``None``: no cap) and ``period``."""
+
+    max_dollars: Decimal | None = None
+    period: str = DEFAULT_PERIOD
+
+
+def budget_settings(config: Mapping[str, Any] | None) -> BudgetSettings:
+    """Read ``config["budget"]``, tolerating a missing section or keys (no cap).
+
+    Raises :class:`~soong_core.errors.ConfigError` for a cap that is not a non-negative
+    number or an unknown period: a typo must not silently disable the budget.
+    """
+    section = (config or {}).get("budget") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"config section 'budget' must be a mapping, not {type(section).__name__}")
+    period = section.get("period") or DEFAULT_PERIOD
+    if period not in PERIODS:
+        raise ConfigError(f"budget.period is {period!r}: one of {', '.join(PERIODS)}",
+                          hints=["set it with `soong config set budget.period month`"])
+    raw = section.get("max_dollars")
+    if raw is None:
+        return BudgetSettings(None, period)
+    try:
+        if isinstance(raw, bool):
+            raise InvalidOperation
+        cap = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ConfigError(f"budget.max_dollars is {raw!r}: a number of dollars, or empty "
+                          "for no cap") from None
+    if not cap.is_finite() or cap < 0:
+        raise ConfigError(f"budget.max_dollars is {raw!r}: it must be 0 or more")
+    return BudgetSettings(cap, period)
+
+
+def commitments(ended_costs: EndedCosts, running: Iterable[RunningLike], *, now: Timestamp,
+                period: str) -> dict[str, Decimal]:
+    """Committed spend by period: every period when history is a callable, else ``period``."""
+    items = [_running(item) for item in running]
+    if callable(ended_costs):
+        periods: Iterable[str] = PERIODS
+    else:
+        _check_period(period)
+        periods = (period,)
+    result: dict[str, Decimal] = {}
+    for p in periods:
+        since = period_start(p, now)
+        ended = ended_costs(since) if callable(ended_costs) else ended_costs
+        result[p] = committed_spend(ended, items, now=now, since=since)
+    return result
+
+
+def admit(policies: Any, admission: Admission, config: Mapping[str, Any] | None = None, *,
+          hints: Iterable[str] = ()) -> Admission:
+    """Run every policy's ``admit``; raise :class:`SoongError` (exit 1) if any refuses.
+
+    ``policies`` is anything :func:`soong_core.policy.named_policies` accepts (a plugin
+    registry, whose factories then get ``config``). A policy that raises refuses too,
+    as a :class:`PluginError` naming it: when a spending check cannot run, spending
+    waits (fail closed).
+    """
+    refusals: list[str] = []
+    for name, policy in named_policies(policies, config):
+        try:
+            verdict = policy.admit(admission)
+        except SoongError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"cost policy {name!r} failed to check this {admission.kind}: "
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        if verdict is None:
+            continue
+        if not isinstance(verdict, str):
+            raise PluginError(f"cost policy {name!r}: admit returned {type(verdict).__name__}, "
+                              "not a message or None")
+        refusals.append(verdict)
+    if refusals:
+        raise SoongError("; ".join(refusals), hints=hints)
+    return admission
+
+
+def _build(kind: str, config: Mapping[str, Any] | None, *, now: Timestamp,
+           price_cents_per_hour: int, hours: float, ended_costs: EndedCosts,
+           running: Iterable[RunningLike], type_name: str | None,
+           instance_id: str | None) -> Admission:
+    settings = budget_settings(config)
+    committed = commitments(ended_costs, running, now=now, period=settings.period)
+    return Admission(
+        kind=kind,
+        now=now,
+        cost=estimate(price_cents_per_hour, hours),
+        committed=committed[settings.period],
+        period=settings.period,
+        hours=float(hours),
+        type_name=type_name,
+        instance_id=instance_id,
+        price_cents_per_hour=price_cents_per_hour,
+        committed_by_period=committed,
+    )
+
+
+def check_launch(policies: Any, config: Mapping[str, Any] | None, *, now: Timestamp,
+                 price_cents_per_hour: int, hours: float, ended_costs: EndedCosts,
+                 running: Iterable[RunningLike], type_name: str | None = None) -> Admission:
+    """Admit a launch of ``hours`` (its lease) at ``price_cents_per_hour``, or raise.
+
+    :param policies: the policy registry (``plugins.policies()``) or policy objects.
+    :param config: the configuration mapping (its ``budget`` section may be missing).
+    :param ended_costs: see :data:`EndedCosts`.
+    :param running: the running soong instances (:class:`RunningCost` or tuples).
+    :return: the :class:`Admission`, so the launch panel can show committed spend.
+    :raises SoongError: a policy refused; the message is the refusal, with a hint.
+    """
+    admission = _build("launch", config, now=now, price_cents_per_hour=price_cents_per_hour,
+                       hours=hours, ended_costs=ended_costs, running=running,
+                       type_name=type_name, instance_id=None)
+    return admit(policies, admission, config, hints=[LAUNCH_HINT])
+
+
+def check_extend(policies: Any, config: Mapping[str, Any] | None, *, now: Timestamp,
+                 instance_id: str, price_cents_per_hour: int, hours: float,
+                 ended_costs: EndedCosts, running: Iterable[RunningLike],
+                 type_name: str | None = None) -> Admission:
+    """Admit extending ``instance_id``'s lease by ``hours``, or raise.
+
+    ``running`` includes the instance itself with its current lease deadline; the
+    request's cost is the extension alone. The hard limit is checked elsewhere (the
+    extend command); this is about money.
+    """
+    admission = _build("extend", config, now=now, price_cents_per_hour=price_cents_per_hour,
+                       hours=hours, ended_costs=ended_costs, running=running,
+                       type_name=type_name, instance_id=instance_id)
+    return admit(policies, admission, config, hints=[EXTEND_HINT])
+
+
+def describe_budget(admission: Admission, max_dollars: Decimal | None) -> str:
+    """``"$41.20 of $50.00 committed this month"``: a line for the launch panel."""
+    committed = format_money(admission.committed)
+    if max_dollars is None:
+        return f"{committed} committed {period_phrase(admission.period)} (no cap)"
+    return f"{committed} of {format_money(max_dollars)} committed {period_phrase(admission.period)}"
