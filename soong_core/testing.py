@@ -154,6 +154,9 @@ def run_application(app: SoongApplication, args: str | list[str], *,
     argv = shlex.split(args) if isinstance(args, str) else list(args)
     io = BufferedIO(ArgvInput(["soong", *argv]))
     if inputs is not None:
+        from io import StringIO
+
+        io.input.set_stream(StringIO())
         io.set_user_input(inputs)
     else:
         io.interactive(False)

@@ -33,6 +33,10 @@ EXIT_INTERRUPTED = 130
 
 COMMANDS: dict[str, str] = {
     "plugins": "soong_core.cli.commands.plugins:PluginsCommand",
+    "config show": "soong_core.cli.commands.config.show:ConfigShowCommand",
+    "config validate": "soong_core.cli.commands.config.validate:ConfigValidateCommand",
+    "config path": "soong_core.cli.commands.config.path:ConfigPathCommand",
+    "config set": "soong_core.cli.commands.config.set:ConfigSetCommand",
 }
 """Core command name -> ``module:Class``; the module is imported only when needed."""
 
@@ -154,6 +158,7 @@ class SoongApplication(Application):
         logger.setLevel(_log_level(io))
         logger.propagate = False
         try:
+            self._route_to_list(io)
             return super()._run(io)
         except SoongError as error:
             self._render_soong_error(error, io)
@@ -164,6 +169,8 @@ class SoongApplication(Application):
         except CleoError as error:
             self._render_usage_error(error, io)
             return EXIT_USAGE
+        except BrokenPipeError:
+            raise  # cleo's run() quietly handles a reader that went away (`soong ... | head`)
         except KeyboardInterrupt:
             io.write_error_line("<error>interrupted</error>", verbosity=Verbosity.QUIET)
             return EXIT_INTERRUPTED
@@ -174,6 +181,44 @@ class SoongApplication(Application):
             logger.removeHandler(handler)
             logger.setLevel(previous[0])
             logger.propagate = previous[1]
+
+    def _route_to_list(self, io: IO) -> None:
+        """``soong --help`` lists every command and ``soong config`` (a namespace, not a
+        command) lists its group; cleo would describe ``list`` itself or fail."""
+        from cleo.io.inputs.argument import Argument
+        from cleo.io.inputs.argv_input import ArgvInput
+        from cleo.io.inputs.definition import Definition
+
+        if not isinstance(io.input, ArgvInput):
+            return
+        # What cleo's _run does to find the command: bind the global definition with a
+        # list-valued "command" argument, so option values are not taken for names.
+        definition = Definition([Argument("command", required=False, is_list=True)])
+        definition.set_options(self.definition.options)
+        try:
+            io.input.bind(definition)
+        except CleoError:
+            return
+        words = io.input.argument("command") or []
+        if not words and io.input.has_parameter_option(["--help", "-h"], True):
+            namespace = []
+        elif len(words) == 1 and self._is_namespace_only(words[0]):
+            namespace = words  # `soong config` -> `soong list config`
+        else:
+            return
+        tokens = [t for t in io.input._tokens if t not in ("--help", "-h", *namespace)]
+        stream, interactive = io.input.stream, io.input.is_interactive()
+        io.set_input(ArgvInput([io.input.script_name or "soong", "list", *tokens, *namespace]))
+        io.input.set_stream(stream)
+        io.input.interactive(interactive)
+
+    def _is_namespace_only(self, name: str) -> bool:
+        if name in COMMANDS:
+            return False
+        if any(command.startswith(name + " ") for command in COMMANDS):
+            return True
+        loader_names = self._command_loader.names if self._command_loader else []
+        return name not in loader_names and any(n.startswith(name + " ") for n in loader_names)
 
     # -- error rendering ------------------------------------------------------------
 
@@ -220,5 +265,7 @@ def main() -> int:
     return SoongApplication().run()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m soong_core.cli.application`: use the real module's class
+    from soong_core.cli.application import main as _main
+
+    sys.exit(_main())

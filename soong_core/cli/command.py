@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from cleo.commands.command import Command
 
 if TYPE_CHECKING:
+    from cleo.io.io import IO
+
     from soong_core.cli.application import SoongApplication
+    from soong_core.config import Config
     from soong_core.plugins import Plugins
 
 
 class SoongCommand(Command):
+    """Subclass this for soong commands (plugins too): Ctrl-C reaches the application,
+    which prints "interrupted" and exits 130, instead of cleo's silent exit 1."""
+
+    def execute(self, io: IO) -> int:
+        self._io = io
+        return self.handle()
+
     @property
     def app(self) -> SoongApplication:
         from soong_core.cli.application import SoongApplication
@@ -24,3 +34,27 @@ class SoongCommand(Command):
     @property
     def plugins(self) -> Plugins:
         return self.app.plugins
+
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        """The validated configuration, loaded on first use (a command that never reads
+        it never imports yaml or cerberus): the global ``--config`` file or the default,
+        the environment, then :meth:`config_overrides`."""
+        if self._config is None:
+            from soong_core.config import load_config
+
+            self._config = load_config(self.app.config_path, plugins=self.plugins,
+                                       overrides=self.config_overrides(),
+                                       partial_plugins=self.app.no_plugins)
+        return self._config
+
+    def config_overrides(self) -> Mapping[str, Any]:
+        """Per-run values from this command's flags, ``{"section.key": value}``.
+
+        Override in commands whose flags stand for config keys (``start --lease 6``
+        gives ``{"defaults.lease_hours": 6}``); ``None`` means the flag was not given.
+        They win over file and environment for this run and are never saved.
+        """
+        return {}

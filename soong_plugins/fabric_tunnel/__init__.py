@@ -1,1 +1,28 @@
 """Built-in plugin ``fabric_tunnel``: SSH port forwards and shells via Fabric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from soong_core.hookspecs import hookimpl
+
+
+@hookimpl
+def soong_config_schema() -> dict[str, dict[str, Any]]:
+    """Section ``ssh``: which key and user reach an instance."""
+    return {
+        "ssh": {
+            "key_path": {
+                "type": "string", "default": "~/.ssh/id_ed25519",
+                "meta": {"help": "Private key used to reach instances."},
+            },
+            "user": {
+                "type": "string", "default": "ubuntu",
+                "meta": {"help": "Login user on instances."},
+            },
+            "key_name": {
+                "type": "string", "default": "soong",
+                "meta": {"help": "Name of the public key registered with the provider."},
+            },
+        },
+    }

@@ -1,0 +1,370 @@
+"""The plugin manager: factory, order, disabling, failures, and every hook's contract."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from importlib import metadata
+from typing import Any
+
+import pytest
+
+from soong_core import hookimpl
+from soong_core.errors import PluginError, UsageError
+from soong_core.fake import FakeProvider, FakeProviderPlugin
+from soong_core.interfaces import ActivitySource, StatusReporter, TunnelBackend
+from soong_core.models import (
+    Event,
+    EventKind,
+    Instance,
+    InstanceState,
+    LaunchContribution,
+    LaunchRequest,
+    Tunnel,
+)
+from soong_core.plugins import BUILTIN_PLUGINS, Plugins, make_plugins
+
+
+def module_plugin(name: str, **hooks: Any) -> types.ModuleType:
+    """A throwaway plugin module holding ``hooks`` (functions marked as hookimpls)."""
+    module = types.ModuleType(name)
+    for hook_name, function in hooks.items():
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, plugins: dict[str, object]) -> None:
+    """Make ``importlib.metadata.entry_points(group="soong")`` list ``plugins``."""
+    entries = []
+    for name, obj in plugins.items():
+        module_name = f"_soong_test_ep_{name}"
+        if isinstance(obj, types.ModuleType):
+            monkeypatch.setitem(sys.modules, module_name, obj)
+            value = module_name
+        else:
+            value = str(obj)  # a module path that may not exist
+        entries.append(metadata.EntryPoint(name=name, value=value, group="soong"))
+
+    def entry_points(**selection: Any) -> list[metadata.EntryPoint]:
+        return [ep for ep in entries if selection.get("group") in (None, ep.group)]
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+
+
+def instance(**fields: Any) -> Instance:
+    return Instance(id=fields.pop("id", "i-1"), state=InstanceState.ACTIVE, **fields)
+
+
+# -- the factory ----------------------------------------------------------------------
+
+
+def test_each_call_builds_an_independent_manager() -> None:
+    first = make_plugins(entry_points=False, disabled=())
+    second = make_plugins(entry_points=False, disabled=())
+    assert first.pm is not second.pm
+    first.register(FakeProviderPlugin(), "fake")
+    assert "fake" in first.providers()
+    assert "fake" not in second.providers()
+
+
+def test_builtins_are_registered_first_with_their_distribution() -> None:
+    plugins = make_plugins(entry_points=False, disabled=())
+    names = [p.name for p in plugins.info()]
+    assert names[: len(BUILTIN_PLUGINS)] == sorted(name for name, _ in BUILTIN_PLUGINS)
+    assert {p.distribution for p in plugins.info()} == {"soong"}
+    assert all(p.builtin and p.status == "loaded" for p in plugins.info())
+
+
+def test_entry_points_load_after_builtins_and_third_party_wins_a_name(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    theirs = FakeProvider()
+    ours = FakeProvider()
+
+    builtin = module_plugin("builtin_fake", soong_register_providers=lambda register: register(
+        "fake", lambda config: ours))
+    monkeypatch.setitem(sys.modules, "_soong_test_builtin_fake", builtin)
+    third = module_plugin("third", soong_register_providers=lambda register: register(
+        "fake", lambda config: theirs))
+    fake_entry_points(monkeypatch, {"third": third})
+
+    plugins = make_plugins(disabled=(), builtins=[("builtin_fake", "_soong_test_builtin_fake")])
+    assert [p.name for p in plugins.info()] == ["builtin_fake", "third"]
+    with caplog.at_level(logging.WARNING, logger="soong"):
+        providers = plugins.providers()
+    assert providers.get("fake").plugin == "third"
+    assert providers.create("fake", {}) is theirs
+    assert "plugin 'builtin_fake' registers provider 'fake', already registered by plugin 'third'" \
+        in caplog.text
+
+
+def test_no_entry_points_means_builtins_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_entry_points(monkeypatch, {"third": module_plugin("third")})
+    assert "third" not in [p.name for p in make_plugins(entry_points=False, disabled=()).info()]
+    assert "third" in [p.name for p in make_plugins(disabled=()).info()]
+
+
+def test_disable_by_environment_covers_builtins_and_third_parties(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_entry_points(monkeypatch, {"third": module_plugin("third", soong_register_providers=lambda
+                                                           register: register("x", FakeProvider))})
+    monkeypatch.setenv("SOONG_DISABLE_PLUGINS", "third, policies")
+    plugins = make_plugins()
+    status = {p.name: p.status for p in plugins.info()}
+    assert status["third"] == "disabled"
+    assert status["policies"] == "disabled"
+    assert status["reporters"] == "loaded"
+    assert "x" not in plugins.providers()
+    assert plugins.pm.get_plugin("policies") is None
+
+
+@pytest.mark.parametrize("broken, expected", [
+    ("does_not_exist_anywhere", "ModuleNotFoundError: No module named 'does_not_exist_anywhere'"),
+])
+def test_a_plugin_that_fails_to_import_is_one_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        broken: str, expected: str) -> None:
+    fake_entry_points(monkeypatch, {"broken": broken})
+    with caplog.at_level(logging.WARNING, logger="soong"):
+        plugins = make_plugins(disabled=())
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(records) == 1
+    assert "plugin 'broken'" in records[0].getMessage()
+    assert expected in records[0].getMessage()
+    assert [p.status for p in plugins.info() if p.name == "broken"] == ["failed"]
+    assert all(p.status == "loaded" for p in plugins.info() if p.builtin)
+
+
+def test_misspelt_hook_fails_that_plugin_only(plugins: Plugins) -> None:
+    typo = module_plugin("typo", soong_register_provider=lambda register: None)
+    assert plugins.register(typo, "typo") is False
+    [info] = [p for p in plugins.info() if p.name == "typo"]
+    assert info.status == "failed"
+    assert "unknown hook soong_register_provider" in (info.error or "")
+    assert plugins.pm.get_plugin("typo") is None
+    plugins.pm.check_pending()  # nothing left behind
+
+
+def test_wrong_hook_arguments_fail_that_plugin_only(plugins: Plugins) -> None:
+    bad = module_plugin("bad", soong_register_providers=lambda register, colour: None)
+    assert plugins.register(bad, "bad") is False
+    [info] = [p for p in plugins.info() if p.name == "bad"]
+    assert "colour" in (info.error or "")
+
+
+def test_hook_wrappers_are_refused(plugins: Plugins) -> None:
+    module = types.ModuleType("wrapper")
+
+    def soong_register_providers(register: Any) -> Any:
+        return (yield)
+
+    module.soong_register_providers = hookimpl(wrapper=True)(soong_register_providers)
+    assert plugins.register(module, "wrapper") is False
+    [info] = [p for p in plugins.info() if p.name == "wrapper"]
+    assert "does not support hook wrappers" in (info.error or "")
+
+
+def test_duplicate_entry_point_names_keep_the_first(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    fake_entry_points(monkeypatch, {"policies": module_plugin("shadow")})
+    with caplog.at_level(logging.WARNING, logger="soong"):
+        plugins = make_plugins(disabled=())
+    assert [p.distribution for p in plugins.info() if p.name == "policies"] == ["soong"]
+    assert "plugin 'policies'" in caplog.text and "already taken" in caplog.text
+
+
+def test_a_register_hook_that_raises_is_a_warning(
+        register_plugin: Any, plugins: Plugins, caplog: pytest.LogCaptureFixture) -> None:
+    def explode(register: Any) -> None:
+        register("good-before", lambda config: FakeProvider())
+        raise RuntimeError("boom")
+
+    register_plugin(module_plugin("explodes", soong_register_providers=explode), "explodes")
+    register_plugin(FakeProviderPlugin(), "fake")
+    with caplog.at_level(logging.WARNING, logger="soong"):
+        providers = plugins.providers()
+    assert "fake" in providers
+    assert "plugin 'explodes' failed in soong_register_providers: RuntimeError: boom" in caplog.text
+
+
+def test_registry_errors_name_the_plugin(register_plugin: Any, plugins: Plugins) -> None:
+    register_plugin(module_plugin("wrongtype", soong_register_providers=lambda register: register(
+        "notaprovider", lambda config: object())), "wrongtype")
+    with pytest.raises(PluginError, match="plugin 'wrongtype': provider 'notaprovider' is a object"):
+        plugins.providers().create("notaprovider", {})
+    with pytest.raises(UsageError, match=r"unknown provider 'nope' \(known: notaprovider\)"):
+        plugins.providers().get("nope")
+
+
+def test_register_plugin_fixture_unregisters(plugins: Plugins, register_plugin: Any) -> None:
+    from soong_core.testing import registered
+
+    with registered(plugins, FakeProviderPlugin(), "fake"):
+        assert "fake" in plugins.providers()
+    assert "fake" not in plugins.providers()
+    assert "fake" not in [p.name for p in plugins.info()]
+
+
+# -- one test per hook: what the core does with each answer ---------------------------
+
+
+def test_soong_register_providers(plugins: Plugins, fake_provider: FakeProvider) -> None:
+    assert plugins.providers().create("fake", {}) is fake_provider
+
+
+def test_soong_register_policies_through_the_example_plugin(plugins: Plugins,
+                                                             register_plugin: Any) -> None:
+    import soong_curfew  # examples/soong-curfew, put on sys.path by conftest
+
+    register_plugin(soong_curfew, "curfew")
+    policy = plugins.policies().create("curfew", {"curfew": {"hour": 7}})
+    assert policy.hour == 7
+
+
+class DummyTunnel(TunnelBackend):
+    name = "dummy"
+
+    def open(self, instance: Instance, forwards: Any) -> Tunnel:
+        return Tunnel(instance.id, self.name, tuple(forwards))
+
+    def close(self, tunnel: Tunnel) -> None:
+        pass
+
+    def list(self) -> list[Tunnel]:
+        return []
+
+
+def test_soong_register_tunnel_backends(plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("t", soong_register_tunnel_backends=lambda register: register(
+        "dummy", lambda config: DummyTunnel())), "t")
+    backend = plugins.tunnel_backends().create("dummy", {})
+    assert backend.open(instance(), ()).instance_id == "i-1"
+    with pytest.raises(Exception, match="cannot open a shell"):
+        backend.shell(instance())
+
+
+class LinesReporter(StatusReporter):
+    name = "lines"
+
+    def render(self, statuses: Any, out: Any) -> None:
+        for status in statuses:
+            out.write(status.instance.id + "\n")
+
+
+def test_soong_register_reporters(plugins: Plugins, register_plugin: Any) -> None:
+    import io
+
+    from soong_core.models import InstanceStatus
+
+    register_plugin(module_plugin("r", soong_register_reporters=lambda register: register(
+        "lines", lambda config: LinesReporter())), "r")
+    out = io.StringIO()
+    plugins.reporters().create("lines", {}).render([InstanceStatus(instance())], out)
+    assert out.getvalue() == "i-1\n"
+
+
+def test_soong_lifecycle_event_reaches_every_plugin_even_if_one_fails(
+        plugins: Plugins, register_plugin: Any, caplog: pytest.LogCaptureFixture) -> None:
+    received: list[tuple[str, Event]] = []
+
+    def failing(event: Event) -> None:
+        raise OSError("mail server down")
+
+    register_plugin(module_plugin("a", soong_lifecycle_event=lambda event, config: received.append(
+        ("a", event))), "a")
+    register_plugin(module_plugin("b", soong_lifecycle_event=failing), "b")
+    register_plugin(module_plugin("c", soong_lifecycle_event=lambda event: received.append(
+        ("c", event))), "c")
+    event = Event(EventKind.TERMINATE, "i-1", 1.0, reason="manual")
+    with caplog.at_level(logging.WARNING, logger="soong"):
+        plugins.emit(event, {})
+    assert sorted(name for name, _ in received) == ["a", "c"]
+    assert "plugin 'b' failed in soong_lifecycle_event: OSError: mail server down" in caplog.text
+
+
+def test_soong_config_schema_sections_merge_and_clash(plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("one", soong_config_schema=lambda: {
+        "one": {"x": {"type": "integer"}}}), "one")
+    sections = plugins.config_sections()
+    assert sections["one"] == ("one", {"x": {"type": "integer"}})
+    register_plugin(module_plugin("two", soong_config_schema=lambda: {"one": {}}), "two")
+    with pytest.raises(PluginError, match="config section 'one' is claimed by plugins"):
+        plugins.config_sections()
+
+
+def test_soong_prepare_launch_merges_tags_and_user_data_in_order(
+        plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("first", soong_prepare_launch=lambda request: LaunchContribution(
+        tags={"first:tag": "1"}, user_data_parts=("#!/bin/bash", "echo first"))), "first")
+    register_plugin(module_plugin("second", soong_prepare_launch=lambda request, config:
+                                  LaunchContribution(user_data_parts=("echo second",))), "second")
+    register_plugin(module_plugin("none", soong_prepare_launch=lambda request: None), "none")
+    request = plugins.prepare_launch(LaunchRequest("gpu_1x_a10", ("us-east-1",),
+                                                   tags={"soong:launch-id": "abc"}), {})
+    assert request.tags == {"soong:launch-id": "abc", "first:tag": "1"}
+    # last registered is called first: "second" before "first"
+    assert request.user_data == "echo second\n#!/bin/bash\necho first"
+
+
+def test_soong_prepare_launch_failures_abort_the_launch(plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("clash", soong_prepare_launch=lambda request: LaunchContribution(
+        tags={"soong:launch-id": "other"})), "clash")
+    with pytest.raises(PluginError, match="plugin 'clash': plugin 'clash' sets tag 'soong:launch-id'"):
+        plugins.prepare_launch(LaunchRequest("t", ("r",), tags={"soong:launch-id": "abc"}), {})
+    plugins.unregister("clash")
+    register_plugin(module_plugin("badtag", soong_prepare_launch=lambda request: LaunchContribution(
+        tags={"Bad Key": "x"})), "badtag")
+    with pytest.raises(PluginError, match="must match"):
+        plugins.prepare_launch(LaunchRequest("t", ("r",)), {})
+    plugins.unregister("badtag")
+
+    def boom(request: LaunchRequest) -> None:
+        raise RuntimeError("agent bundle missing")
+
+    register_plugin(module_plugin("boom", soong_prepare_launch=boom), "boom")
+    with pytest.raises(RuntimeError, match="agent bundle missing"):
+        plugins.prepare_launch(LaunchRequest("t", ("r",)), {})
+
+
+def test_soong_status_details_are_kept_per_plugin(
+        plugins: Plugins, register_plugin: Any, caplog: pytest.LogCaptureFixture) -> None:
+    def unreachable(instance: Instance) -> None:
+        raise TimeoutError("agent did not answer")
+
+    register_plugin(module_plugin("agent", soong_status_details=unreachable), "agent")
+    register_plugin(module_plugin("gpu", soong_status_details=lambda instance, config: {
+        "util": 93}), "gpu")
+    with caplog.at_level(logging.WARNING, logger="soong"):
+        details = plugins.status_details(instance(), {})
+    assert details == {"gpu": {"util": 93}}
+    assert "plugin 'agent' failed in soong_status_details: TimeoutError" in caplog.text
+
+
+class Always(ActivitySource):
+    name = "always"
+
+    def last_activity(self, now: float) -> float:
+        return now
+
+
+def test_soong_register_activity_sources(plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("act", soong_register_activity_sources=lambda register: register(
+        "always", lambda config: Always())), "act")
+    assert plugins.activity_sources().create("always", {}).last_activity(5.0) == 5.0
+
+
+def test_soong_agent_bundle_modules_union(plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("m1", soong_agent_bundle_modules=lambda: ["pkg_a", "pkg_b"]), "m1")
+    register_plugin(module_plugin("m2", soong_agent_bundle_modules=lambda: ("pkg_b", "pkg_c")), "m2")
+    modules = plugins.agent_bundle_modules()
+    assert {"pkg_a", "pkg_b", "pkg_c"} <= set(modules)
+    assert len(modules) == len(set(modules))
+    register_plugin(module_plugin("m3", soong_agent_bundle_modules=lambda: "pkg_d"), "m3")
+    with pytest.raises(PluginError, match="not the string 'pkg_d'"):
+        plugins.agent_bundle_modules()
+
+
+def test_soong_register_commands_registry(plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("cmds", soong_register_commands=lambda register: register(
+        "hello", object)), "cmds")
+    assert plugins.commands().get("hello").plugin == "cmds"
