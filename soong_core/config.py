@@ -57,6 +57,10 @@ def _help(text: str) -> dict[str, Any]:
 
 CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
     "defaults": {
+        "provider": {
+            "type": "string", "default": "lambda",
+            "meta": _help("The provider to use (`soong plugins` lists what is registered)."),
+        },
         "lease_hours": {
             "type": "number", "min": 1, "default": 4,
             "meta": _help("Lease of a new instance, in hours; `soong extend` adds to it."),
@@ -103,6 +107,24 @@ CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
             "type": "string", "allowed": ["day", "week", "month", "none"], "default": "month",
             "meta": _help("The period the cap applies to (`none`: all time)."),
         },
+    },
+}
+CORE_SCHEMA["clock"] = {
+    "mode": {
+        "type": "string", "allowed": ["real", "accelerated"], "default": "real",
+        "meta": _help("`accelerated` runs cloud time faster (the simulator's profile sets it)."),
+    },
+    "factor": {
+        "type": "number", "min": 0.001, "default": 1,
+        "meta": _help("How many cloud seconds pass per wall second (accelerated only)."),
+    },
+    "sim_anchor": {
+        "type": "number", "nullable": True, "default": None,
+        "meta": _help("Cloud time at `wall_anchor` (accelerated only)."),
+    },
+    "wall_anchor": {
+        "type": "number", "nullable": True, "default": None,
+        "meta": _help("Wall time at which cloud time was `sim_anchor` (accelerated only)."),
     },
 }
 """The core's sections: ``{section: {key: cerberus rules}}``. Defaults live here."""
@@ -375,6 +397,40 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
         home = env.get("HOME") or os.path.expanduser("~")
         base = os.path.join(home, ".config")
     return Path(base) / "soong" / "config.yaml"
+
+
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def profile_path(name: str, environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/soong/profiles/NAME.yaml``: a profile layered by ``--profile NAME``.
+
+    Profiles hold a few keys that switch soong to another cloud or account at once
+    (``--sim`` is ``--profile sim``, which ``soong sim up`` writes).
+    """
+    if not PROFILE_NAME.match(name):
+        raise ConfigError(f"invalid profile name {name!r}",
+                          hints=["use letters, digits, '-', '_' and '.'"])
+    return default_config_path(environ).parent / "profiles" / f"{name}.yaml"
+
+
+def _profile_values(name: str, schema: ConfigSchema, environ: Mapping[str, str] | None
+                    ) -> dict[str, tuple[Any, Source]]:
+    path = profile_path(name, environ)
+    if not path.exists():
+        raise ConfigError(f"no profile {name!r}: {path} does not exist",
+                          hints=[f"profiles are YAML files in {path.parent}; "
+                                 "`soong sim up` writes the 'sim' profile"])
+    document = read_config_file(path, explicit=True) or {}
+    source = Source("file", str(path))
+    values: dict[str, tuple[Any, Source]] = {}
+    for section, keys in document.items():
+        if not isinstance(keys, Mapping):
+            raise ConfigError(f"profile {name!r}: section {section} must be a mapping ({path})")
+        for key, value in keys.items():
+            schema.rules(f"{section}.{key}")  # an unknown key is an error naming it
+            values[f"{section}.{key}"] = (value, source)
+    return values
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None,
@@ -870,8 +926,12 @@ def _partial(plugins: Plugins | None) -> bool:
 def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins | None = None,
                 environ: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None,
-                partial_plugins: bool = False) -> Config:
+                partial_plugins: bool = False, profile: str | None = None) -> Config:
     """Read, layer and validate the configuration.
+
+    Layers, lowest first: schema defaults, the file, the environment, the profile,
+    per-run overrides. A profile sits above the environment so that ``--sim`` reaches
+    the simulator even when ``LAMBDA_API_KEY`` holds a real key.
 
     :param path: the file (``--config``); it must then exist. ``None``: the default
         path, where a missing file means defaults.
@@ -883,6 +943,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
     :param partial_plugins: some plugins were not loaded on purpose (``--no-plugins``):
         unknown sections are then warned about rather than errors. Disabled or failed
         plugins imply it.
+    :param profile: the name of a profile to layer (``--profile``, ``--sim``); it must exist.
     :raises ConfigError: every problem, one line each (the first as message).
     """
     file = config_path(path, environ)
@@ -895,6 +956,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
     env_values, problems = _layer_env(schema, os.environ if environ is None else environ)
     override_values, override_problems = _layer_overrides(schema, overrides or {})
     _apply(raw, env_values, sources)
+    if profile is not None:
+        _apply(raw, _profile_values(profile, schema, environ), sources)
     _apply(raw, override_values, sources)
     document, invalid = validate(raw, schema, sources)
     raise_problems(problems + override_problems + invalid)

@@ -60,6 +60,9 @@ class Provider(ABC):
 
     name: ClassVar[str] = ""
     unsupported: ClassVar[Mapping[Capability, str]] = {}
+    endpoint: str | None = None
+    """Where this provider's API lives (a URL), when it has one. History and budget are
+    kept per provider and endpoint, so a simulated cloud never mixes with the real one."""
 
     def supports(self, capability: Capability) -> bool:
         return capability not in self.unsupported

@@ -364,7 +364,7 @@ def test_builtin_plugins_contribute_their_sections(plugins: Plugins) -> None:
 
 
 def test_core_schema_alone_without_plugins() -> None:
-    assert build_schema().sections == ["defaults", "budget"]
+    assert build_schema().sections == ["defaults", "budget", "clock"]
 
 
 def test_a_plugin_adds_a_section(register_plugin: Callable[..., str], plugins: Plugins,

@@ -20,7 +20,7 @@ from cleo.io.outputs.output import Verbosity
 from cleo.loaders.command_loader import CommandLoader
 
 from soong_core import __version__
-from soong_core.errors import EXIT_RUNTIME, EXIT_USAGE, SoongError
+from soong_core.errors import EXIT_RUNTIME, EXIT_USAGE, SoongError, UsageError
 
 if TYPE_CHECKING:
     from cleo.commands.command import Command
@@ -125,6 +125,7 @@ class SoongApplication(Application):
         self._plugins = plugins
         self.no_plugins = False
         self.config_path: str | None = None
+        self.profile: str | None = None
         self.set_command_loader(SoongCommandLoader(self))
 
     @property
@@ -144,6 +145,12 @@ class SoongApplication(Application):
         definition = super()._default_definition
         definition.add_option(Option("--config", flag=False, requires_value=True,
                                      description="Read the configuration from this file."))
+        definition.add_option(Option("--profile", flag=False, requires_value=True,
+                                     description="Layer the named config profile "
+                                     "($XDG_CONFIG_HOME/soong/profiles/NAME.yaml)."))
+        definition.add_option(Option("--sim", flag=True,
+                                     description="Use the local simulated cloud "
+                                     "(the profile `soong sim up` writes): no account, no money."))
         definition.add_option(Option("--no-plugins", flag=True,
                                      description="Load no third-party plugins (built-ins only)."))
         return definition
@@ -151,6 +158,7 @@ class SoongApplication(Application):
     def _run(self, io: IO) -> int:
         self.no_plugins = io.input.has_parameter_option("--no-plugins", True)
         self.config_path = io.input.parameter_option("--config", None, True) or None
+        self.profile = io.input.parameter_option("--profile", None, True) or None
         handler = IOLogHandler(io)
         logger = logging.getLogger("soong")
         logger.addHandler(handler)
@@ -158,6 +166,11 @@ class SoongApplication(Application):
         logger.setLevel(_log_level(io))
         logger.propagate = False
         try:
+            if io.input.has_parameter_option("--sim", True):
+                if self.profile not in (None, "sim"):
+                    raise UsageError(f"--sim and --profile {self.profile} contradict each other",
+                                     hints=["--sim is short for --profile sim: give one"])
+                self.profile = "sim"
             self._route_to_list(io)
             return super()._run(io)
         except SoongError as error:

@@ -47,7 +47,8 @@ class SoongCommand(Command):
 
             self._config = load_config(self.app.config_path, plugins=self.plugins,
                                        overrides=self.config_overrides(),
-                                       partial_plugins=self.app.no_plugins)
+                                       partial_plugins=self.app.no_plugins,
+                                       profile=self.app.profile)
         return self._config
 
     def config_overrides(self) -> Mapping[str, Any]:

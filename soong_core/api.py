@@ -1,0 +1,391 @@
+"""The embedding API: launch, list, explain, extend and stop instances from Python.
+
+    from soong_core import Soong
+
+    soong = Soong.from_config()                     # the user's config file, env, plugins
+    instance = soong.launch("gpu_1x_a10", hours=2)
+    for status in soong.status():
+        print(status.instance.id, status.decision.message)
+    soong.stop([instance.id])
+
+The CLI is a thin layer over this class. Each ``Soong`` owns its plugin manager, config,
+clock and history, so several can live in one process (a test, a notebook, a service).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from soong_core import budget, costs, policy
+from soong_core.clock import Clock, clock_from_config
+from soong_core.errors import SoongError, UsageError
+from soong_core.models import (
+    TAG_HARD_DEADLINE,
+    Admission,
+    TAG_LAUNCH_ID,
+    TAG_LAUNCHED_AT,
+    TAG_LEASE_DEADLINE,
+    TAG_MODEL,
+    Event,
+    EventKind,
+    Instance,
+    InstanceStatus,
+    InstanceType,
+    InstanceView,
+    LaunchRequest,
+    Reason,
+    format_timestamp,
+)
+
+if TYPE_CHECKING:
+    from soong_core.config import Config
+    from soong_core.history import History
+    from soong_core.interfaces import Provider
+    from soong_core.plugins import Plugins
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What ``extend`` did: the lease moved from ``previous`` to ``deadline``."""
+
+    instance_id: str
+    hours: float
+    previous: float
+    deadline: float
+    hard_deadline: float
+    cost: Decimal
+
+
+class Soong:
+    """One soong core: a provider, its policies, history and budget, over a config.
+
+    :param config: the configuration: a :class:`~soong_core.config.Config`, or a plain
+        mapping (``{"defaults": {"gpu": ...}}`` or ``{"defaults.gpu": ...}``) validated
+        against the schema with defaults filled in; ``None``: defaults only.
+    :param plugins: the plugin manager (default: a fresh one with entry points).
+    :param clock: the clock (default: from the ``clock`` config section; real time).
+    :param history: the history store (default: the one under ``$XDG_DATA_HOME`` in the
+        provider's namespace).
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, *,
+                 plugins: Plugins | None = None, clock: Clock | None = None,
+                 history: History | None = None) -> None:
+        from soong_core.config import Config, make_config
+        from soong_core.plugins import make_plugins
+
+        self.plugins = plugins if plugins is not None else make_plugins()
+        if isinstance(config, Config):
+            self.config = config
+        else:
+            self.config = make_config(_flatten(config or {}), plugins=self.plugins)
+        self.clock = clock if clock is not None else clock_from_config(self.config["clock"])
+        if history is not None:
+            self.__dict__["history"] = history
+
+    @classmethod
+    def from_config(cls, path: str | None = None, *, plugins: Plugins | None = None,
+                    profile: str | None = None, overrides: Mapping[str, Any] | None = None,
+                    clock: Clock | None = None) -> Soong:
+        """Load the user's configuration (file, environment, ``profile``, ``overrides``)."""
+        from soong_core.config import load_config
+        from soong_core.plugins import make_plugins
+
+        plugins = plugins if plugins is not None else make_plugins()
+        config = load_config(path, plugins=plugins, overrides=overrides, profile=profile)
+        return cls(config, plugins=plugins, clock=clock)
+
+    # -- parts, made on first use ------------------------------------------------------
+
+    @cached_property
+    def provider(self) -> Provider:
+        return self.plugins.providers().create(self.config["defaults"]["provider"], self.config)
+
+    @cached_property
+    def history(self) -> History:
+        from soong_core.history import History, namespace_for
+
+        return History.open(namespace=namespace_for(self.provider.name or "provider",
+                                                     self.provider.endpoint))
+
+    def close(self) -> None:
+        if "history" in self.__dict__:
+            self.history.close()
+
+    def __enter__(self) -> Soong:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- catalogue and instances -----------------------------------------------------------
+
+    def instance_types(self) -> list[InstanceType]:
+        return self.provider.list_instance_types()
+
+    def instance_type(self, name: str) -> InstanceType:
+        types = self.instance_types()
+        for itype in types:
+            if itype.name == name:
+                return itype
+        known = ", ".join(sorted(t.name for t in types))
+        raise UsageError(f"unknown GPU type {name!r}", hints=[f"known types: {known}",
+                                                               "run `soong available` to compare them"])
+
+    def instances(self) -> list[Instance]:
+        """Every instance the provider reports (soong's and others', not terminated)."""
+        return self.provider.list_instances()
+
+    def instance(self, instance_id: str) -> Instance:
+        found = self.provider.get_instance(instance_id)
+        if found is None:
+            raise SoongError(f"no instance {instance_id!r}",
+                             hints=["run `soong status` to list instances"])
+        return found
+
+    # -- launch ------------------------------------------------------------------------------
+
+    def plan_launch(self, type_name: str | None = None, *, regions: Sequence[str] | None = None,
+                    hours: float | None = None, name: str | None = None,
+                    model: str | None = None, filesystem_names: Sequence[str] = (),
+                    ssh_key_names: Sequence[str] | None = None,
+                    hard_timeout_hours: float | None = None) -> LaunchPlan:
+        """Check a launch and price it without launching: what ``start`` shows first.
+
+        Raises :class:`UsageError` for a bad type, region or number of hours and
+        :class:`SoongError` when the budget refuses.
+        """
+        defaults = self.config["defaults"]
+        type_name = type_name or defaults["gpu"]
+        if not type_name:
+            raise UsageError("no GPU type given", hints=["pass --gpu TYPE or set one with "
+                                                         "`soong config set defaults.gpu TYPE`"])
+        itype = self.instance_type(type_name)
+        hard = float(hard_timeout_hours if hard_timeout_hours is not None
+                     else defaults["hard_timeout_hours"])
+        lease = float(hours if hours is not None else defaults["lease_hours"])
+        if not 1 <= lease <= hard:
+            raise UsageError(f"a lease of {lease:g} hours is out of range: from 1 to {hard:g} "
+                             "(the hard limit)", hints=["pass --hours between those"])
+        wanted = list(regions) if regions else [r for r in [defaults["region"],
+                                                            *defaults["fallback_regions"]] if r]
+        if not wanted:
+            wanted = list(itype.regions_with_capacity)
+        now = self.clock.now()
+        admission = budget.check_launch(
+            self.plugins.policies(), self.config, now=now,
+            price_cents_per_hour=itype.price_cents_per_hour, hours=lease,
+            ended_costs=lambda since: self.history.ended_cost(since=since),
+            running=self._running_costs(), type_name=itype.name)
+        if ssh_key_names is None:
+            key_name = self.config.get("ssh.key_name")
+            ssh_key_names = (key_name,) if key_name else ()
+        request = LaunchRequest(
+            type_name=itype.name, regions=tuple(dict.fromkeys(wanted)),
+            ssh_key_names=tuple(ssh_key_names), name=name,
+            filesystem_names=tuple(filesystem_names), lease_hours=lease,
+            hard_timeout_hours=hard, model=model or defaults["model"])
+        return LaunchPlan(request, itype, admission, now)
+
+    def launch(self, type_name: str | None = None, **options: Any) -> Instance:
+        """Launch an instance with soong's tags and every plugin's contribution.
+
+        Takes :meth:`plan_launch`'s arguments, or ``plan=`` a plan made earlier (the
+        CLI shows it, asks, then launches exactly that). The launch-time facts
+        (launch id, launch time, lease and hard deadlines) go into tags, which cannot
+        change afterwards; the launch is recorded in history.
+        """
+        plan: LaunchPlan = options.pop("plan", None) or self.plan_launch(type_name, **options)
+        request = plan.request
+        now = self.clock.now()
+        tags = {
+            TAG_LAUNCH_ID: uuid.uuid4().hex,
+            TAG_LAUNCHED_AT: format_timestamp(now),
+            TAG_LEASE_DEADLINE: format_timestamp(now + request.lease_hours * HOUR),
+            TAG_HARD_DEADLINE: format_timestamp(now + request.hard_timeout_hours * HOUR),
+        }
+        if request.model:
+            tags[TAG_MODEL] = request.model[:128]
+        request = self.plugins.prepare_launch(_with_tags(request, tags), self.config)
+        instance = self.provider.launch(request)
+        self._record(Event(EventKind.LAUNCH, instance.id, now, provider=self.provider.name,
+                           type_name=instance.type_name or request.type_name,
+                           region=instance.region, cost=plan.admission.cost,
+                           detail={"launch_id": tags[TAG_LAUNCH_ID],
+                                   "lease_deadline": now + request.lease_hours * HOUR,
+                                   "hard_deadline": now + request.hard_timeout_hours * HOUR}))
+        return instance
+
+    # -- status --------------------------------------------------------------------------------
+
+    def view(self, instance: Instance, *, last_activity_at: float | None = None) -> InstanceView | None:
+        """What the policies see of ``instance``; ``None`` for an instance soong did not launch.
+
+        The laptop cannot see activity on the instance: unless ``last_activity_at`` is
+        given (the agent's report), the idle policy is left out here rather than judged
+        on no data; the agent enforces it where the activity is.
+        """
+        if not instance.managed:
+            return None
+        launched = instance.launched_at
+        hard = instance.hard_deadline
+        lease = self.history.current_lease_deadline(instance.id) or instance.initial_lease_deadline
+        assert launched is not None  # managed
+        defaults = self.config["defaults"]
+        return InstanceView(
+            instance_id=instance.id, launched_at=launched,
+            lease_deadline=lease if lease is not None else launched + defaults["lease_hours"] * HOUR,
+            hard_deadline=hard if hard is not None else launched + defaults["hard_timeout_hours"] * HOUR,
+            last_activity_at=last_activity_at,
+            idle_timeout_s=(defaults["idle_timeout_minutes"] * 60.0
+                            if last_activity_at is not None else None),
+            idle_grace_s=defaults["idle_grace_minutes"] * 60.0,
+            warn_before_s=defaults["warn_before_minutes"] * 60.0,
+            price_cents_per_hour=instance.price_cents_per_hour,
+            settings=self.config)
+
+    def status(self, instance_id: str | None = None) -> list[InstanceStatus]:
+        """Every instance (or one) with its decision, cost so far and estimated total."""
+        instances = [self.instance(instance_id)] if instance_id else self.instances()
+        policies = policy.named_policies(self.plugins.policies(), self.config)
+        now = self.clock.now()
+        statuses = []
+        for instance in instances:
+            view = self.view(instance)
+            decision = policy.evaluate(policies, view, now) if view else None
+            price = instance.price_cents_per_hour
+            statuses.append(InstanceStatus(
+                instance=instance, decision=decision,
+                cost_so_far=costs.accrued(price, instance.launched_at, now),
+                estimated_total=(costs.estimate_total(price, instance.launched_at,
+                                                      decision.deadline, now)
+                                 if decision and decision.deadline else None),
+                details=self.plugins.status_details(instance, self.config)))
+        return statuses
+
+    # -- extend --------------------------------------------------------------------------------
+
+    def extend(self, instance_id: str, hours: float, *, to_max: bool = False) -> Extension:
+        """Add ``hours`` to the lease; never past the hard deadline fixed at launch.
+
+        With ``to_max`` an extension that would pass the hard deadline stops at it.
+        The budget admits the extension's cost first.
+        """
+        if not hours > 0:
+            raise UsageError(f"cannot extend by {hours:g} hours: give a positive number")
+        instance = self.instance(instance_id)
+        view = self.view(instance)
+        if view is None:
+            raise SoongError(f"instance {instance_id} was not launched by soong: it has no lease "
+                             "to extend")
+        deadline = view.lease_deadline + hours * HOUR
+        if deadline > view.hard_deadline:
+            room = max(0.0, view.hard_deadline - view.lease_deadline)
+            if not to_max or room <= 0:
+                most = policy.format_duration(room) if room > 0 else "nothing"
+                raise SoongError(
+                    f"extending {instance_id} by {hours:g}h would pass its hard limit at "
+                    f"{format_timestamp(view.hard_deadline)}: at most {most} more",
+                    hints=["pass --to-max to extend up to the hard limit"] if room > 0 else
+                    ["the hard limit is fixed at launch; launch a new instance to go on"])
+            deadline, hours = view.hard_deadline, room / HOUR
+        price = instance.price_cents_per_hour or 0
+        now = self.clock.now()
+        admission = budget.check_extend(
+            self.plugins.policies(), self.config, now=now, instance_id=instance.id,
+            price_cents_per_hour=price, hours=hours,
+            ended_costs=lambda since: self.history.ended_cost(since=since),
+            running=self._running_costs(), type_name=instance.type_name)
+        self._record(Event(EventKind.EXTEND, instance.id, now, provider=self.provider.name,
+                           type_name=instance.type_name, region=instance.region,
+                           cost=admission.cost,
+                           detail={"hours": hours, "previous_deadline": view.lease_deadline,
+                                   "lease_deadline": deadline}))
+        return Extension(instance.id, hours, view.lease_deadline, deadline, view.hard_deadline,
+                         admission.cost)
+
+    # -- stop ------------------------------------------------------------------------------------
+
+    def stop(self, instance_ids: Iterable[str], *, reason: str = Reason.MANUAL.value) -> list[Instance]:
+        """Terminate ``instance_ids`` in one provider call and record why, with the cost."""
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            return []
+        known = {i.id: i for i in self.instances()}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise SoongError(f"no instance {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
+                                                              if len(missing) > 1 else ""),
+                             hints=["run `soong status` to list instances"])
+        ended = self.provider.terminate(ids)
+        now = self.clock.now()
+        for instance_id in ids:
+            instance = known[instance_id]
+            self._record(Event(EventKind.TERMINATE, instance_id, now, provider=self.provider.name,
+                               reason=reason, type_name=instance.type_name,
+                               region=instance.region,
+                               cost=costs.accrued(instance.price_cents_per_hour,
+                                                  instance.launched_at, now)))
+        return ended
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _running_costs(self) -> list[budget.RunningCost]:
+        running = []
+        for instance in self.instances():
+            view = self.view(instance)
+            if view is None or not instance.state.billing or instance.price_cents_per_hour is None:
+                continue
+            running.append(budget.RunningCost(instance.price_cents_per_hour, view.launched_at,
+                                              view.lease_deadline, instance.id))
+        return running
+
+    def _record(self, event: Event) -> None:
+        self.history.record(event)
+        self.plugins.emit(event, self.config)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """A checked, priced launch: what ``start`` shows before it asks."""
+
+    request: LaunchRequest
+    instance_type: InstanceType
+    admission: Admission
+    """What the budget admitted: committed spend in the period and this launch's cost."""
+    now: float
+
+    @property
+    def lease_cost(self) -> Decimal:
+        return costs.estimate(self.instance_type.price_cents_per_hour, self.request.lease_hours)
+
+    @property
+    def hard_limit_cost(self) -> Decimal:
+        return costs.estimate(self.instance_type.price_cents_per_hour,
+                              self.request.hard_timeout_hours)
+
+
+def _with_tags(request: LaunchRequest, tags: Mapping[str, str]) -> LaunchRequest:
+    from dataclasses import replace
+
+    return replace(request, tags={**request.tags, **tags})
+
+
+def _flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"defaults": {"gpu": x}}`` or ``{"defaults.gpu": x}`` -> ``{"defaults.gpu": x}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if "." in key:
+            flat[key] = value
+        elif isinstance(value, Mapping):
+            for name, inner in value.items():
+                flat[f"{key}.{name}"] = inner
+        else:
+            raise UsageError(f"config key {key!r} must be a section mapping or 'section.key'")
+    return flat

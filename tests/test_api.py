@@ -1,0 +1,207 @@
+"""The embedding API, driven from plain Python with the fake provider: no CLI."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from soong_core import Soong
+from soong_core.clock import ManualClock
+from soong_core.errors import SoongError, UsageError
+from soong_core.fake import FakeProvider
+from soong_core.models import Action, EventKind, InstanceState, LaunchContribution
+from soong_core.plugins import Plugins
+
+HOUR = 3600
+
+CONFIG = {"defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1",
+                       "lease_hours": 2, "hard_timeout_hours": 8}}
+
+
+@pytest.fixture
+def soong(plugins: Plugins, fake_provider: FakeProvider, clock: ManualClock) -> Any:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    with Soong(CONFIG, plugins=plugins, clock=clock) as core:
+        yield core
+
+
+def test_import_is_lazy_and_config_forms_agree(plugins: Plugins, fake_provider: FakeProvider) -> None:
+    nested = Soong(CONFIG, plugins=plugins)
+    flat = Soong({"defaults.provider": "fake", "defaults.gpu": "gpu_1x_a10"}, plugins=plugins)
+    assert nested.config["defaults"]["gpu"] == flat.config["defaults"]["gpu"] == "gpu_1x_a10"
+    assert nested.config["defaults"]["idle_timeout_minutes"] == 30  # defaults filled in
+    with pytest.raises(SoongError, match="lease_hours: 0 is below the minimum 1"):
+        Soong({"defaults": {"lease_hours": 0}}, plugins=plugins)
+
+
+def test_launch_tags_history_and_status(soong: Soong, clock: ManualClock,
+                                        fake_provider: FakeProvider) -> None:
+    start = clock.now()
+    instance = soong.launch(hours=3, name="exp-1", model="llama-3-8b")
+    assert instance.state is InstanceState.BOOTING and instance.name == "exp-1"
+    assert instance.launched_at == int(start)
+    assert instance.initial_lease_deadline == int(start) + 3 * HOUR
+    assert instance.hard_deadline == int(start) + 8 * HOUR
+    assert instance.model == "llama-3-8b" and instance.managed
+    [launch] = soong.history.events(kinds=[EventKind.LAUNCH])
+    assert launch.instance_id == instance.id and launch.cost == Decimal("2.25")  # 3h x $0.75
+
+    clock.advance(HOUR)
+    [status] = soong.status()
+    assert status.instance.state is InstanceState.ACTIVE
+    assert status.cost_so_far == Decimal("0.75")
+    assert status.decision.action is Action.KEEP
+    assert status.decision.reasons == ("lease_expired",)
+    assert status.decision.deadline == int(start) + 3 * HOUR
+    assert status.estimated_total == Decimal("2.25")
+    assert "lease_expired" in status.decision.message
+
+
+def test_extend_adds_to_the_lease_and_never_passes_the_hard_limit(
+        soong: Soong, clock: ManualClock) -> None:
+    instance = soong.launch(hours=2)
+    launched = instance.launched_at
+    first = soong.extend(instance.id, 3)
+    assert (first.previous, first.deadline) == (launched + 2 * HOUR, launched + 5 * HOUR)
+    assert soong.view(soong.instance(instance.id)).lease_deadline == launched + 5 * HOUR
+    exact = soong.extend(instance.id, 3)  # up to exactly the hard limit is fine
+    assert exact.deadline == launched + 8 * HOUR
+    with pytest.raises(SoongError, match="hard limit .*: at most nothing more"):
+        soong.extend(instance.id, 1)
+    with pytest.raises(SoongError, match="at most nothing more"):
+        soong.extend(instance.id, 1, to_max=True)
+
+
+def test_extend_to_max_clamps_and_names_the_largest_extension(soong: Soong) -> None:
+    instance = soong.launch(hours=6)
+    with pytest.raises(SoongError, match="would pass its hard limit .*: at most 2h more") as err:
+        soong.extend(instance.id, 3)
+    assert "--to-max" in err.value.hints[0]
+    clamped = soong.extend(instance.id, 3, to_max=True)
+    assert clamped.hours == 2 and clamped.deadline == clamped.hard_deadline
+    assert clamped.cost == Decimal("1.50")
+
+
+def test_budget_refuses_a_launch_and_an_extension_at_the_cap(
+        plugins: Plugins, fake_provider: FakeProvider, clock: ManualClock) -> None:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    capped = {**CONFIG, "budget": {"max_dollars": 3, "period": "month"}}
+    with Soong(capped, plugins=plugins, clock=clock) as soong:
+        instance = soong.launch(hours=4)  # $3.00: exactly at the cap is allowed
+        with pytest.raises(SoongError, match=r"\$3.00 committed this month \+ \$0.75"):
+            soong.extend(instance.id, 1)
+        with pytest.raises(SoongError, match="would pass the \\$3.00 cap"):
+            soong.launch(hours=1)
+        assert [i.id for i in soong.instances()] == [instance.id]  # nothing launched
+
+
+def test_stop_is_one_batched_call_recorded_as_manual_with_cost(
+        soong: Soong, clock: ManualClock, fake_provider: FakeProvider) -> None:
+    a, b = soong.launch(), soong.launch()
+    clock.advance(2 * HOUR)
+    fake_provider.calls.clear()
+    ended = soong.stop([a.id, b.id, a.id])
+    assert [c for c in fake_provider.calls if c[0] == "terminate"] == [("terminate", (a.id, b.id))]
+    assert {i.state for i in ended} == {InstanceState.TERMINATED}
+    stops = soong.history.events(kinds=[EventKind.TERMINATE])
+    assert [(e.instance_id, e.reason, e.cost) for e in stops] == [
+        (a.id, "manual", Decimal("1.50")), (b.id, "manual", Decimal("1.50"))]
+    assert soong.history.ended_cost() == Decimal("3.00")
+    with pytest.raises(SoongError, match="no instance 'nope'"):
+        soong.stop(["nope"])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"type_name": "gpu_9x_nope"}, "unknown GPU type 'gpu_9x_nope'"),
+    ({"hours": 0.5}, "a lease of 0.5 hours is out of range: from 1 to 8"),
+    ({"hours": 9}, "a lease of 9 hours is out of range"),
+])
+def test_launch_refuses_bad_input_before_calling_the_provider(
+        soong: Soong, fake_provider: FakeProvider, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        soong.launch(**options)
+    assert not [c for c in fake_provider.calls if c[0] == "launch"]
+
+
+def test_plugins_contribute_to_the_launch_and_receive_events(
+        soong: Soong, register_plugin: Any) -> None:
+    from soong_core import hookimpl
+
+    received = []
+
+    class Agentish:
+        @hookimpl
+        def soong_prepare_launch(self, request: Any) -> LaunchContribution:
+            return LaunchContribution(tags={"agent:version": "1"},
+                                      user_data_parts=("#!/bin/bash", "echo agent"))
+
+        @hookimpl
+        def soong_lifecycle_event(self, event: Any) -> None:
+            received.append(event.kind)
+
+        @hookimpl
+        def soong_status_details(self, instance: Any) -> dict[str, Any]:
+            return {"idle_s": 12}
+
+    register_plugin(Agentish(), "agentish")
+    instance = soong.launch()
+    assert instance.tags["agent:version"] == "1"
+    assert instance.extra["user_data"] == "#!/bin/bash\necho agent"
+    assert soong.status()[0].details == {"agentish": {"idle_s": 12}}
+    soong.stop([instance.id])
+    assert received == [EventKind.LAUNCH, EventKind.TERMINATE]
+
+
+def test_unmanaged_instances_are_shown_but_never_judged(soong: Soong,
+                                                        fake_provider: FakeProvider) -> None:
+    from soong_core.models import LaunchRequest
+
+    foreign = fake_provider.launch(LaunchRequest("gpu_1x_a10", ("us-east-1",)))
+    [status] = soong.status()
+    assert status.instance.id == foreign.id
+    assert status.decision is None and status.cost_so_far is None
+    with pytest.raises(SoongError, match="was not launched by soong"):
+        soong.extend(foreign.id, 1)
+
+
+def test_two_cores_coexist_with_separate_plugins(fake_provider: FakeProvider, clock: ManualClock,
+                                                 plugins: Plugins) -> None:
+    from soong_core.plugins import make_plugins
+
+    other = Soong({"defaults": {"provider": "fake"}}, plugins=make_plugins(entry_points=False),
+                  clock=clock)
+    assert other.plugins is not plugins
+    with pytest.raises(UsageError, match="unknown provider 'fake'"):
+        other.instances()  # the fake is registered in the fixture's manager only
+
+
+def test_from_config_reads_file_profile_and_environment(soong_env: Any, monkeypatch: Any,
+                                                        plugins: Plugins) -> None:
+    from soong_core.config import profile_path, write_config_file
+
+    write_config_file(soong_env.config_file, {"defaults": {"gpu": "gpu_1x_a100"}})
+    write_config_file(profile_path("sim"), {"clock": {"mode": "accelerated", "factor": 60,
+                                                      "sim_anchor": 0, "wall_anchor": 0}})
+    monkeypatch.setenv("SOONG_DEFAULTS_LEASE_HOURS", "3")
+    core = Soong.from_config(plugins=plugins, profile="sim")
+    assert core.config["defaults"]["gpu"] == "gpu_1x_a100"
+    assert core.config["defaults"]["lease_hours"] == 3
+    assert core.clock.factor == 60
+    plain = Soong.from_config(plugins=plugins)
+    assert plain.clock.factor == 1.0
+
+
+def test_idle_is_judged_only_with_the_agents_activity(soong: Soong, clock: ManualClock) -> None:
+    instance = soong.launch(hours=4)
+    clock.advance(HOUR)
+    current = soong.instance(instance.id)
+    assert soong.view(current).idle_timeout_s is None  # no activity data on the laptop
+    seen = soong.view(current, last_activity_at=clock.now() - 15 * 60)
+    from soong_core import policy
+
+    decision = policy.evaluate(policy.named_policies(soong.plugins.policies(), soong.config),
+                               seen, clock.now())
+    assert decision.reasons == ("idle_timeout",) and decision.action is Action.KEEP
+    assert decision.deadline == clock.now() + 15 * 60
