@@ -22,6 +22,8 @@ Fixtures:
 ``run_cli``
     ``run_cli("plugins --json")`` runs a command in-process against ``plugins`` and
     returns a :class:`CliResult` (exit code, stdout, stderr).
+
+:func:`run_soong` runs the real command line in a subprocess.
 """
 
 from __future__ import annotations
@@ -163,6 +165,21 @@ def run_application(app: SoongApplication, args: str | list[str], *,
     app.auto_exits(False)
     exit_code = app.run(io.input, io.output, io.error_output)
     return CliResult(exit_code, io.fetch_output(), io.fetch_error())
+
+
+def run_soong(*args: str, env: SoongEnv, extra_env: dict[str, str] | None = None,
+              timeout: float = 60) -> CliResult:
+    """Run ``python -m soong_core ARGS`` in a fresh interpreter, as a user would, with
+    ``env``'s HOME and XDG folders and no soong or Lambda variables from outside."""
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
+    environ.update(env.environ())
+    environ.update(extra_env or {})
+    done = subprocess.run([sys.executable, "-m", "soong_core", *args], capture_output=True,
+                          text=True, env=environ, timeout=timeout)
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture

@@ -16,17 +16,7 @@ from soong_core import __version__, hookimpl
 from soong_core.cli.command import SoongCommand
 from soong_core.errors import SoongError
 from soong_core.plugins import Plugins
-from soong_core.testing import CliResult, SoongEnv
-
-
-def run_soong(*args: str, env: SoongEnv, extra_env: dict[str, str] | None = None) -> CliResult:
-    """Run the real console entry point in a fresh interpreter."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
-    environ.update(env.environ())
-    environ.update(extra_env or {})
-    done = subprocess.run([sys.executable, "-m", "soong_core", *args],
-                          capture_output=True, text=True, env=environ, timeout=60)
-    return CliResult(done.returncode, done.stdout, done.stderr)
+from soong_core.testing import SoongEnv, run_soong
 
 
 class Hello(Command):

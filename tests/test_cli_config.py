@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +11,7 @@ import pytest
 import yaml
 
 from soong_core.plugins import Plugins
-from soong_core.testing import CliResult, SoongEnv
+from soong_core.testing import CliResult, SoongEnv, run_soong
 
 SECRET = "secret_lambda_key_do_not_leak_0123456789"
 
@@ -294,25 +291,16 @@ def test_set_to_the_explicit_config(run_cli: RunCli, tmp_path: Path, soong_env: 
 # -- the real console script --------------------------------------------------------------
 
 
-def soong(*args: str, env: SoongEnv, extra: dict[str, str] | None = None) -> CliResult:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
-    environ.update(env.environ())
-    environ.update(extra or {})
-    done = subprocess.run([sys.executable, "-m", "soong_core.cli.application", *args],
-                          capture_output=True, text=True, env=environ, timeout=60)
-    return CliResult(done.returncode, done.stdout, done.stderr)
-
-
 def test_subprocess_show_validate_and_set(soong_env: SoongEnv) -> None:
-    result = soong("config", "set", "budget.max_dollars", "30", env=soong_env)
+    result = run_soong("config", "set", "budget.max_dollars", "30", env=soong_env)
     assert result.exit_code == 0, result.stderr
-    result = soong("config", "show", "--json", env=soong_env, extra={"LAMBDA_API_KEY": SECRET})
+    result = run_soong("config", "show", "--json", env=soong_env, extra_env={"LAMBDA_API_KEY": SECRET})
     assert result.exit_code == 0, result.stderr
     shown: dict[str, Any] = json.loads(result.stdout)
     assert shown["budget"]["max_dollars"] == 30
     assert SECRET not in result.stdout + result.stderr
     write(soong_env.config_file, "budget:\n  max_dollars: lots\n")
-    result = soong("config", "validate", env=soong_env)
+    result = run_soong("config", "validate", env=soong_env)
     assert result.exit_code == 2
     assert error_lines(result) == [
         f'error: budget.max_dollars: "lots" is not a number (in {soong_env.config_file})']
