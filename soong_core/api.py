@@ -42,7 +42,6 @@ from soong_core.models import (
 )
 
 if TYPE_CHECKING:
-    from soong_core.config import Config
     from soong_core.history import History
     from soong_core.interfaces import Provider
     from soong_core.plugins import Plugins
