@@ -14,11 +14,12 @@ clock and history, so several can live in one process (a test, a notebook, a ser
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from soong_core import budget, costs, policy
 from soong_core.clock import Clock, clock_from_config
@@ -33,6 +34,7 @@ from soong_core.models import (
     Event,
     EventKind,
     Instance,
+    InstanceState,
     InstanceStatus,
     InstanceType,
     InstanceView,
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
     from soong_core.plugins import Plugins
 
 HOUR = 3600.0
+POLL_SECONDS = 1.0
+"""Between readiness polls: the Lambda API allows one request per second."""
+CAPACITY_POLL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,13 @@ class Soong:
     :param clock: the clock (default: from the ``clock`` config section; real time).
     :param history: the history store (default: the one under ``$XDG_DATA_HOME`` in the
         provider's namespace).
+    :param sleep: how to wait between polls (default ``time.sleep``).
     """
 
     def __init__(self, config: Mapping[str, Any] | None = None, *,
                  plugins: Plugins | None = None, clock: Clock | None = None,
-                 history: History | None = None) -> None:
+                 history: History | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
         from soong_core.config import Config, make_config
         from soong_core.plugins import make_plugins
 
@@ -85,6 +92,9 @@ class Soong:
         else:
             self.config = make_config(_flatten(config or {}), plugins=self.plugins)
         self.clock = clock if clock is not None else clock_from_config(self.config["clock"])
+        self.sleep = sleep if sleep is not None else time.sleep
+        """Waits between polls, in wall seconds (rate limits are real time): inject
+        ``ManualClock.sleep`` in tests so that waiting moves simulated time instead."""
         if history is not None:
             self.__dict__["history"] = history
 
@@ -174,8 +184,7 @@ class Soong:
                              "(the hard limit)", hints=["pass --hours between those"])
         wanted = list(regions) if regions else [r for r in [defaults["region"],
                                                             *defaults["fallback_regions"]] if r]
-        if not wanted:
-            wanted = list(itype.regions_with_capacity)
+        wanted = self._check_regions(itype, wanted)
         now = self.clock.now()
         admission = budget.check_launch(
             self.plugins.policies(), self.config, now=now,
@@ -191,6 +200,28 @@ class Soong:
             filesystem_names=tuple(filesystem_names), lease_hours=lease,
             hard_timeout_hours=hard, model=model or defaults["model"])
         return LaunchPlan(request, itype, admission, now)
+
+    def _check_regions(self, itype: InstanceType, wanted: list[str]) -> list[str]:
+        """The regions to try, in order: unknown names are usage errors; when none of
+        them has capacity now, say where there is some before anybody confirms."""
+        known = self.provider.list_regions()
+        if known is not None:
+            names = {region.name for region in known}
+            unknown = [r for r in wanted if r not in names]
+            if unknown:
+                raise UsageError(f"unknown region {unknown[0]!r}",
+                                 hints=[f"known regions: {', '.join(sorted(names))}"])
+        available = list(itype.regions_with_capacity)
+        if not wanted:
+            wanted = available
+        if not any(r in available for r in wanted):
+            where = ", ".join(wanted) or "any region"
+            hint = (f"try --region {available[0]}" + (f" (also: {', '.join(available[1:])})"
+                                                      if available[1:] else "")
+                    if available else "try another type: `soong available`")
+            raise SoongError(f"no capacity for {itype.name} in {where} right now",
+                             hints=[hint + ", or --wait-for-capacity"])
+        return wanted
 
     def launch(self, type_name: str | None = None, **options: Any) -> Instance:
         """Launch an instance with soong's tags and every plugin's contribution.
@@ -220,6 +251,66 @@ class Soong:
                                    "lease_deadline": now + request.lease_hours * HOUR,
                                    "hard_deadline": now + request.hard_timeout_hours * HOUR}))
         return instance
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def wait_until_ready(self, instance_id: str, *, timeout: float | None = None,
+                         interval: float = POLL_SECONDS,
+                         on_state: Callable[[Instance], None] | None = None) -> Instance:
+        """Poll until the instance is ``active`` with an IP; return it.
+
+        ``on_state`` hears each new state (a spinner names the phase). ``unhealthy``,
+        ``terminated``, ``preempted`` or a vanished instance end the wait with an error
+        saying what to do; so does ``timeout`` (wall seconds). Polls every ``interval``
+        wall seconds: the API allows one request per second.
+        """
+        waited = 0.0  # counted in slept intervals, so an injected sleep makes it testable
+        last = None
+        while True:
+            instance = self.provider.get_instance(instance_id)
+            if instance is None:
+                raise SoongError(f"instance {instance_id} vanished while booting",
+                                 hints=["run `soong status --history` to see why"])
+            if instance.state is not last:
+                last = instance.state
+                if on_state is not None:
+                    on_state(instance)
+            if instance.state is InstanceState.ACTIVE and instance.ip:
+                return instance
+            if instance.state in (InstanceState.UNHEALTHY, InstanceState.TERMINATED,
+                                  InstanceState.TERMINATING, InstanceState.PREEMPTED):
+                hint = (f"it is billing: stop it with `soong stop {instance_id}`"
+                        if instance.state.billing else "launch another with `soong start`")
+                raise SoongError(f"instance {instance_id} is {instance.state.value} instead of "
+                                 "becoming active", hints=[hint])
+            if timeout is not None and waited >= timeout:
+                raise SoongError(f"instance {instance_id} is still {instance.state.value} after "
+                                 f"{timeout:g}s", hints=[f"it is billing: wait with `soong status`, "
+                                                         f"or stop it with `soong stop {instance_id}`"])
+            self.sleep(interval)
+            waited += interval
+
+    def wait_for_capacity(self, type_name: str, regions: Sequence[str] = (), *,
+                          timeout: float | None = None, interval: float = CAPACITY_POLL_SECONDS,
+                          on_poll: Callable[[int], None] | None = None) -> list[str]:
+        """Poll the catalogue until ``type_name`` has capacity (in one of ``regions``, if
+        given); return the regions that have it. ``timeout`` is in wall seconds."""
+        waited = 0.0
+        polls = 0
+        while True:
+            polls += 1
+            itype = self.instance_type(type_name)
+            ready = [r for r in itype.regions_with_capacity if not regions or r in regions]
+            if ready:
+                return ready
+            if on_poll is not None:
+                on_poll(polls)
+            if timeout is not None and waited >= timeout:
+                where = f" in {', '.join(regions)}" if regions else ""
+                raise SoongError(f"no capacity for {type_name}{where} after {timeout:g}s",
+                                 hints=["try other regions or types: `soong available`"])
+            self.sleep(interval)
+            waited += interval
 
     # -- status --------------------------------------------------------------------------------
 

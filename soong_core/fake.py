@@ -22,6 +22,7 @@ from soong_core.models import (
     InstanceState,
     InstanceType,
     LaunchRequest,
+    Region,
     SshKey,
     validate_tag,
 )
@@ -67,6 +68,10 @@ class FakeProvider(Provider):
         return [replace(t, regions_with_capacity=tuple(r for r in t.regions_with_capacity
                                                        if self._capacity_left(t.name, r)))
                 for t in self.types.values()]
+
+    def list_regions(self) -> list[Region]:
+        names = sorted({r for t in self.types.values() for r in t.regions_with_capacity})
+        return [Region(name) for name in names]
 
     def _capacity_left(self, type_name: str, region: str) -> bool:
         return self.capacity.get((type_name, region), 1) > 0

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         InstanceView,
         LaunchRequest,
         PortForward,
+        Region,
         SshKey,
         Timestamp,
         Tunnel,
@@ -49,6 +50,24 @@ class Capability(str, enum.Enum):
     FIREWALL = "firewall"
     IMAGES = "images"
 
+    @property
+    def phrase(self) -> str:
+        """What the capability lets a provider do: "provider 'x' cannot <phrase>"."""
+        return _PHRASES[self]
+
+
+_PHRASES = {
+    Capability.STOP: "stop an instance and keep its disk",
+    Capability.RESTART: "restart an instance",
+    Capability.TAGS: "tag instances",
+    Capability.USER_DATA: "run a user_data script at boot",
+    Capability.FILESYSTEMS: "manage persistent filesystems",
+    Capability.SSH_KEY_GENERATION: "generate SSH keys",
+    Capability.BATCH_TERMINATE: "terminate several instances in one call",
+    Capability.FIREWALL: "manage firewall rules",
+    Capability.IMAGES: "list images",
+}
+
 
 class Provider(ABC):
     """A cloud that sells instances. Verb-noun methods; states mapped onto InstanceState.
@@ -63,6 +82,8 @@ class Provider(ABC):
     endpoint: str | None = None
     """Where this provider's API lives (a URL), when it has one. History and budget are
     kept per provider and endpoint, so a simulated cloud never mixes with the real one."""
+    default_filesystem: str | None = None
+    """The filesystem ``start`` attaches when given none (from the provider's config)."""
 
     def supports(self, capability: Capability) -> bool:
         return capability not in self.unsupported
@@ -71,13 +92,18 @@ class Provider(ABC):
         """Raise :class:`UnsupportedError` with the provider's reason if it lacks ``capability``."""
         if capability in self.unsupported:
             raise UnsupportedError(
-                f"provider {self.name!r} cannot {capability.value.replace('_', ' ')}: "
+                f"provider {self.name!r} cannot {capability.phrase}: "
                 f"{self.unsupported[capability]}"
             )
 
     @abstractmethod
     def list_instance_types(self) -> list[InstanceType]:
         """Every type on sale, with price and the regions that have capacity now."""
+
+    def list_regions(self) -> list[Region] | None:
+        """Every region the provider has (with capacity or not), or ``None`` if it cannot
+        say; lets ``start`` tell an unknown region from one that is merely full."""
+        return None
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> Instance:

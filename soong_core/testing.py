@@ -160,6 +160,7 @@ def run_application(app: SoongApplication, args: str | list[str], *,
 
         io.input.set_stream(StringIO())
         io.set_user_input(inputs)
+        io.interactive(True)  # answers are waiting, as if a user typed them
     else:
         io.interactive(False)
     app.auto_exits(False)

@@ -205,3 +205,62 @@ def test_idle_is_judged_only_with_the_agents_activity(soong: Soong, clock: Manua
                                seen, clock.now())
     assert decision.reasons == ("idle_timeout",) and decision.action is Action.KEEP
     assert decision.deadline == clock.now() + 15 * 60
+
+
+def test_wait_until_ready_reports_each_phase(plugins: Plugins, fake_provider: FakeProvider,
+                                             clock: ManualClock) -> None:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    soong = Soong(CONFIG, plugins=plugins, clock=clock, sleep=clock.sleep)
+    instance = soong.launch()
+    seen = []
+    ready = soong.wait_until_ready(instance.id, on_state=lambda i: seen.append(i.state))
+    assert ready.state is InstanceState.ACTIVE and ready.ip
+    assert seen == [InstanceState.BOOTING, InstanceState.ACTIVE]
+    assert clock.now() - instance.launched_at == pytest.approx(60, abs=1)
+
+
+@pytest.mark.parametrize("state", [InstanceState.UNHEALTHY, InstanceState.PREEMPTED])
+def test_wait_until_ready_ends_on_a_bad_state(plugins: Plugins, fake_provider: FakeProvider,
+                                              clock: ManualClock, state: InstanceState) -> None:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    soong = Soong(CONFIG, plugins=plugins, clock=clock, sleep=clock.sleep)
+    instance = soong.launch()
+    fake_provider.set_state(instance.id, state)
+    with pytest.raises(SoongError, match=f"is {state.value} instead of becoming active") as err:
+        soong.wait_until_ready(instance.id)
+    assert ("soong stop" in err.value.hints[0]) is state.billing
+
+
+def test_wait_until_ready_times_out_with_the_way_out(plugins: Plugins, clock: ManualClock,
+                                                     register_plugin: Any) -> None:
+    from soong_core.fake import FakeProviderPlugin
+
+    slow = FakeProvider(clock, boot_seconds=10_000)
+    slow.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    register_plugin(FakeProviderPlugin(slow), "fake")
+    soong = Soong(CONFIG, plugins=plugins, clock=clock, sleep=clock.sleep)
+    instance = soong.launch()
+    with pytest.raises(SoongError, match="still booting after 30s") as err:
+        soong.wait_until_ready(instance.id, timeout=30)
+    assert f"soong stop {instance.id}" in err.value.hints[0]
+
+
+def test_wait_for_capacity_polls_the_catalogue(plugins: Plugins, clock: ManualClock,
+                                               register_plugin: Any) -> None:
+    from soong_core.fake import FakeProviderPlugin
+
+    provider = FakeProvider(clock, capacity={("gpu_1x_a10", "us-east-1"): 0,
+                                             ("gpu_1x_a10", "us-west-1"): 0})
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    polls = []
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(polls) == 2:
+            provider.capacity["gpu_1x_a10", "us-west-1"] = 1
+
+    soong = Soong(CONFIG, plugins=plugins, clock=clock, sleep=sleep)
+    assert soong.wait_for_capacity("gpu_1x_a10", on_poll=polls.append) == ["us-west-1"]
+    assert polls == [1, 2]
+    with pytest.raises(SoongError, match="no capacity for gpu_1x_a10 in us-east-1 after 20s"):
+        soong.wait_for_capacity("gpu_1x_a10", ["us-east-1"], timeout=20)

@@ -46,7 +46,7 @@ def test_batch_terminate_is_all_or_nothing(fake_provider: FakeProvider) -> None:
 
 def test_capabilities_are_declared_with_reasons(fake_provider: FakeProvider) -> None:
     assert not fake_provider.supports(Capability.STOP)
-    with pytest.raises(UnsupportedError, match="cannot stop: like Lambda Cloud"):
+    with pytest.raises(UnsupportedError, match="cannot stop an instance and keep its disk: like Lambda Cloud"):
         fake_provider.stop(["x"])
     assert fake_provider.supports(Capability.TAGS)
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 
 COMMANDS: dict[str, str] = {
+    "start": "soong_core.cli.commands.start:StartCommand",
     "plugins": "soong_core.cli.commands.plugins:PluginsCommand",
     "config show": "soong_core.cli.commands.config.show:ConfigShowCommand",
     "config validate": "soong_core.cli.commands.config.validate:ConfigValidateCommand",

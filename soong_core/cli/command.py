@@ -9,6 +9,7 @@ from cleo.commands.command import Command
 if TYPE_CHECKING:
     from cleo.io.io import IO
 
+    from soong_core.api import Soong
     from soong_core.cli.application import SoongApplication
     from soong_core.config import Config
     from soong_core.plugins import Plugins
@@ -50,6 +51,29 @@ class SoongCommand(Command):
                                        partial_plugins=self.app.no_plugins,
                                        profile=self.app.profile)
         return self._config
+
+    _soong: Soong | None = None
+
+    @property
+    def soong(self) -> Soong:
+        """The embedding API over this run's config and plugins (made on first use)."""
+        if self._soong is None:
+            from soong_core.api import Soong
+
+            self._soong = Soong(self.config, plugins=self.plugins)
+        return self._soong
+
+    def confirm_or_exit(self, question: str, *, yes: bool) -> None:
+        """Ask ``question`` (default no) unless ``yes``; refuse to guess when nobody can answer."""
+        from soong_core.errors import SoongError, UsageError
+
+        if yes:
+            return
+        if not self.io.is_interactive():
+            raise UsageError(f"{question.rstrip('?')}: needs a confirmation",
+                             hints=["pass -y to confirm without a prompt"])
+        if not self.confirm(question, default=False):
+            raise SoongError("cancelled: nothing was done", exit_code=1)
 
     def config_overrides(self) -> Mapping[str, Any]:
         """Per-run values from this command's flags, ``{"section.key": value}``.
