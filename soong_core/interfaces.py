@@ -84,6 +84,11 @@ class Provider(ABC):
     kept per provider and endpoint, so a simulated cloud never mixes with the real one."""
     default_filesystem: str | None = None
     """The filesystem ``start`` attaches when given none (from the provider's config)."""
+    credential_key: ClassVar[str | None] = None
+    """The config key holding this provider's API key (``"lambda.api_key"``): ``soong
+    configure`` asks for it, hidden, and proves it with one call before saving."""
+    filesystem_key: ClassVar[str | None] = None
+    """The config key naming the filesystem to attach by default, if the provider has one."""
 
     def supports(self, capability: Capability) -> bool:
         return capability not in self.unsupported

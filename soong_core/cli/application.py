@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 
 COMMANDS: dict[str, str] = {
+    "configure": "soong_core.cli.commands.configure:ConfigureCommand",
     "start": "soong_core.cli.commands.start:StartCommand",
+    "status": "soong_core.cli.commands.status:StatusCommand",
     "plugins": "soong_core.cli.commands.plugins:PluginsCommand",
     "config show": "soong_core.cli.commands.config.show:ConfigShowCommand",
     "config validate": "soong_core.cli.commands.config.validate:ConfigValidateCommand",

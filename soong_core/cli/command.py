@@ -75,6 +75,17 @@ class SoongCommand(Command):
         if not self.confirm(question, default=False):
             raise SoongError("cancelled: nothing was done", exit_code=1)
 
+    def ask_secret(self, question: str) -> str:
+        """Ask for a secret: hidden on a terminal; from the input stream otherwise (piped
+        input, tests). Never echoed either way."""
+        stream = self.io.input.stream
+        if stream is not None and stream.isatty():
+            return (self.secret(question) or "").strip()
+        self.io.write_error(question)
+        line = stream.readline() if stream is not None else ""
+        self.io.write_error_line("")
+        return line.strip()
+
     def config_overrides(self) -> Mapping[str, Any]:
         """Per-run values from this command's flags, ``{"section.key": value}``.
 

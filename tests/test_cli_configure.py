@@ -1,0 +1,155 @@
+"""`soong configure`: the wizard and its scripted form, against the fake provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from soong_core import hookimpl
+from soong_core.clock import RealClock
+from soong_core.config import write_config_file
+from soong_core.errors import SoongError
+from soong_core.fake import FakeProvider
+from soong_core.testing import SoongEnv
+
+SECRET = "fake-api-key-0123456789abcdef"
+
+
+class KeyedFake(FakeProvider):
+    """A fake cloud that wants an API key, like a real one."""
+
+    credential_key = "fakecloud.api_key"
+
+    def __init__(self, key: str | None) -> None:
+        super().__init__(RealClock(), boot_seconds=0)
+        self.key = key
+
+    def list_instance_types(self) -> list[Any]:
+        if self.key != SECRET:
+            raise SoongError("invalid API key (global/invalid-api-key)",
+                             hints=["check the key at the provider's dashboard"])
+        return super().list_instance_types()
+
+
+class KeyedFakePlugin:
+    def __init__(self) -> None:
+        self.providers: list[KeyedFake] = []
+        self.keys: dict[str, Any] = {}
+
+    @hookimpl
+    def soong_config_schema(self) -> dict[str, Any]:
+        return {"fakecloud": {"api_key": {"type": "string", "nullable": True, "default": None,
+                                          "meta": {"secret": True}}}}
+
+    @hookimpl
+    def soong_register_providers(self, register: Any) -> None:
+        def factory(config: Any) -> KeyedFake:
+            provider = KeyedFake(config["fakecloud"]["api_key"])
+            provider._keys = self.keys  # one account, whichever client asks
+            self.providers.append(provider)
+            return provider
+
+        register("fakecloud", factory)
+
+
+@pytest.fixture
+def cloud(register_plugin: Any, soong_env: SoongEnv) -> KeyedFakePlugin:
+    plugin = KeyedFakePlugin()
+    register_plugin(plugin, "fakecloud")
+    ssh = soong_env.home / ".ssh"
+    ssh.mkdir(mode=0o700)
+    (ssh / "id_ed25519").write_text("PRIVATE\n")
+    (ssh / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlocal me@laptop\n")
+    return plugin
+
+
+def saved(env: SoongEnv) -> dict[str, Any]:
+    return yaml.safe_load(env.config_file.read_text())
+
+
+FLAGS = ("configure -n --provider fakecloud --api-key-stdin --gpu gpu_1x_a10 --region us-east-1 "
+         "--fallback-region us-west-1 --hours 3 --idle-minutes 20 --budget 50 --budget-period week")
+
+
+def test_scripted_configure_checks_the_key_registers_ssh_and_saves(
+        run_cli: Any, cloud: KeyedFakePlugin, soong_env: SoongEnv) -> None:
+    result = run_cli(FLAGS, inputs=SECRET + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    config = saved(soong_env)
+    assert config["fakecloud"]["api_key"] == SECRET
+    assert config["defaults"] == {"provider": "fakecloud", "gpu": "gpu_1x_a10", "region": "us-east-1",
+                                  "fallback_regions": ["us-west-1"], "model": None,
+                                  "lease_hours": 3, "idle_timeout_minutes": 20}
+    assert config["budget"] == {"max_dollars": 50, "period": "week"}
+    assert oct(soong_env.config_file.stat().st_mode & 0o777) == "0o600"
+    [key] = cloud.keys.values()
+    assert key.name == "soong" and key.public_key.startswith("ssh-ed25519 AAAAC3")
+    again = run_cli(FLAGS, inputs=SECRET + "\n")  # idempotent: the key is already there
+    assert again.exit_code == 0 and "SSH key soong is registered" in again.stdout
+    assert len(cloud.keys) == 1
+
+
+def test_a_bad_key_is_refused_and_nothing_is_written(run_cli: Any, cloud: KeyedFakePlugin,
+                                                     soong_env: SoongEnv) -> None:
+    result = run_cli(FLAGS, inputs="wrong-key\n")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == ("error: the API key does not work: invalid API key "
+                                             "(global/invalid-api-key)")
+    assert "wrong-key" not in result.stdout + result.stderr
+    assert not soong_env.config_file.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ("--gpu gpu_9x_nope", "error: unknown GPU type 'gpu_9x_nope'"),
+    ("--region mars-1", "error: unknown region 'mars-1'"),
+    ("--hours 12", "error: defaults.lease_hours: 12 is more than defaults.hard_timeout_hours"),
+    ("--budget lots", "error: --budget 'lots' is not a number"),
+    ("--budget-period year", "error: budget.period"),
+])
+def test_bad_flags_are_one_line_and_keep_the_old_file(run_cli: Any, cloud: KeyedFakePlugin,
+                                                      soong_env: SoongEnv, change: str,
+                                                      message: str) -> None:
+    write_config_file(soong_env.config_file, {"defaults": {"lease_hours": 2}})
+    before = soong_env.config_file.read_text()
+    result = run_cli(f"{FLAGS} {change}", inputs=SECRET + "\n")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines()[0].startswith(message), result.stderr
+    assert soong_env.config_file.read_text() == before
+
+
+def test_no_key_anywhere_with_n(run_cli: Any, cloud: KeyedFakePlugin) -> None:
+    result = run_cli("configure -n --provider fakecloud")
+    assert result.exit_code == 2 and result.stderr.startswith("error: no API key")
+
+
+def test_the_wizard_asks_hidden_key_then_each_setting(run_cli: Any, cloud: KeyedFakePlugin,
+                                                      soong_env: SoongEnv) -> None:
+    answers = [SECRET, "gpu_1x_a100", "us-west-2", "", "llama-3-8b", "2", "15", "none", "month"]
+    result = run_cli("configure --provider fakecloud", inputs="\n".join(answers) + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert SECRET not in result.stdout
+    assert "$1.29/hr" in result.stdout  # the catalogue with prices
+    config = saved(soong_env)
+    assert config["defaults"]["gpu"] == "gpu_1x_a100"
+    assert config["defaults"]["model"] == "llama-3-8b"
+    assert config["defaults"]["idle_timeout_minutes"] == 15
+    assert config["budget"] == {"max_dollars": None, "period": "month"}
+
+
+def test_a_missing_ssh_key_is_generated(run_cli: Any, cloud: KeyedFakePlugin,
+                                        soong_env: SoongEnv) -> None:
+    import os
+    import shutil
+
+    if shutil.which("ssh-keygen") is None:
+        if os.environ.get("CI"):
+            pytest.fail("ssh-keygen missing under CI: .ci/run installs openssh-client")
+        pytest.skip("ssh-keygen is not installed")
+    result = run_cli(f"{FLAGS} --key-path {soong_env.home}/.ssh/soong_key --key-name laptop",
+                     inputs=SECRET + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert (soong_env.home / ".ssh" / "soong_key.pub").read_text().startswith("ssh-ed25519 ")
+    assert saved(soong_env)["ssh"]["key_name"] == "laptop"
