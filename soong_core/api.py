@@ -290,6 +290,27 @@ class Soong:
             self.sleep(interval)
             waited += interval
 
+    def wait_until_gone(self, instance_ids: Iterable[str], *, timeout: float | None = None,
+                        interval: float = POLL_SECONDS,
+                        on_poll: Callable[[list[Instance]], None] | None = None) -> None:
+        """Poll until none of ``instance_ids`` is listed as billing any more (terminated,
+        or gone from the list). ``on_poll`` hears those still there."""
+        ids = set(instance_ids)
+        waited = 0.0
+        while True:
+            left = [i for i in self.instances() if i.id in ids and not i.state.ended]
+            if not left:
+                return
+            if on_poll is not None:
+                on_poll(left)
+            if timeout is not None and waited >= timeout:
+                raise SoongError(f"{len(left)} instance(s) still terminating after {timeout:g}s: "
+                                 f"{', '.join(i.id for i in left)}",
+                                 hints=["check again with `soong status`; the provider bills "
+                                        "until they are terminated"])
+            self.sleep(interval)
+            waited += interval
+
     def wait_for_capacity(self, type_name: str, regions: Sequence[str] = (), *,
                           timeout: float | None = None, interval: float = CAPACITY_POLL_SECONDS,
                           on_poll: Callable[[int], None] | None = None) -> list[str]:

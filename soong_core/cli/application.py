@@ -34,6 +34,7 @@ EXIT_INTERRUPTED = 130
 COMMANDS: dict[str, str] = {
     "configure": "soong_core.cli.commands.configure:ConfigureCommand",
     "start": "soong_core.cli.commands.start:StartCommand",
+    "stop": "soong_core.cli.commands.stop:StopCommand",
     "status": "soong_core.cli.commands.status:StatusCommand",
     "plugins": "soong_core.cli.commands.plugins:PluginsCommand",
     "config show": "soong_core.cli.commands.config.show:ConfigShowCommand",
