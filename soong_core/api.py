@@ -247,7 +247,8 @@ class Soong:
         self._record(Event(EventKind.LAUNCH, instance.id, now, provider=self.provider.name,
                            type_name=instance.type_name or request.type_name,
                            region=instance.region, cost=plan.admission.cost,
-                           detail={"launch_id": tags[TAG_LAUNCH_ID],
+                           detail={"launch_id": tags[TAG_LAUNCH_ID], "name": request.name,
+                                   "price_cents_per_hour": plan.instance_type.price_cents_per_hour,
                                    "lease_deadline": now + request.lease_hours * HOUR,
                                    "hard_deadline": now + request.hard_timeout_hours * HOUR}))
         return instance
@@ -377,7 +378,8 @@ class Soong:
                 estimated_total=(costs.estimate_total(price, instance.launched_at,
                                                       decision.deadline, now)
                                  if decision and decision.deadline else None),
-                details=self.plugins.status_details(instance, self.config)))
+                details=self.plugins.status_details(instance, self.config),
+                view=view, as_of=now))
         return statuses
 
     # -- extend --------------------------------------------------------------------------------

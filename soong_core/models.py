@@ -330,6 +330,10 @@ class InstanceStatus:
     estimated_total: Decimal | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     """Contributions of ``soong_status_details``, keyed by plugin name."""
+    view: InstanceView | None = None
+    """What the policies judged (current lease deadline, extensions included)."""
+    as_of: Timestamp | None = None
+    """When this status was computed (the clock's "now")."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,215 @@
+"""``soong status``: every instance, what it costs, and when and why it will stop.
+
+The command is thin: the embedding API computes statuses (``Soong.status()``), the
+reconciler records why vanished instances ended (:mod:`soong_core.reconcile`), and a
+reporter plugin renders (``table``, or ``json`` with ``--json``). ``--history`` shows
+the recorded events instead. Imports beyond cleo happen inside :meth:`handle`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from cleo.formatters.formatter import Formatter
+from cleo.helpers import option
+from cleo.io.inputs.option import Option
+from cleo.io.outputs.output import Type
+
+from soong_core.cli.command import SoongCommand
+from soong_core.errors import UsageError
+
+if TYPE_CHECKING:
+    from soong_core.api import Soong
+    from soong_core.models import Event, Instance, InstanceStatus, Timestamp
+
+DEFAULT_HOURS = 24.0
+HISTORY_SCHEMA_VERSION = 1
+
+
+class AnsiBuffer(io.StringIO):
+    """Where a reporter renders: it collects the text, and its ``ansi`` attribute
+    carries cleo's decision on styling (``--ansi``, ``--no-ansi``, ``NO_COLOR``, a
+    terminal or not), which reporters honour (see ``docs/hooks/reporters.md``)."""
+
+    def __init__(self, ansi: bool) -> None:
+        super().__init__()
+        self.ansi = ansi
+
+
+class StatusCommand(SoongCommand):
+    name = "status"
+    description = "List instances: state, cost so far, estimated total, and when and why each stops."
+    help = ("Shows every instance the provider reports: state, IP, GPU, uptime, time left "
+            "on the lease, cost so far, estimated total, and the next stop with its reason. "
+            "Instances launched by soong that the provider no longer lists are recorded in "
+            "history first, with the reason their deadlines imply (marked inferred).\n\n"
+            "--json prints the stable schema of docs/json.md and nothing else on stdout.")
+    options: ClassVar[list[Option]] = [
+        option("instance-id", "i", "Show one instance: its id, a unique id prefix or its name.",
+               flag=False),
+        option("json", None, "Print JSON (schema: docs/json.md) instead of a table."),
+        option("history", None, "Show recorded events (launches, extensions, terminations "
+               "and their reasons) instead of instances."),
+        option("hours", None, f"With --history or --stopped: how many hours back to look "
+               f"(default {DEFAULT_HOURS:g}).", flag=False),
+        option("stopped", None, "Also list instances that ended within --hours, with why."),
+    ]
+
+    def handle(self) -> int:
+        show_history = bool(self.option("history"))
+        stopped = bool(self.option("stopped"))
+        hours = self._hours(show_history or stopped)
+        if show_history and stopped:
+            raise UsageError("--history and --stopped cannot be combined",
+                             hints=[("--history lists events; --stopped adds ended instances "
+                                     "to the instance table")])
+        ref = self.option("instance-id")
+
+        from soong_core.api import Soong
+
+        with Soong(self.config, plugins=self.plugins) as soong:
+            since = soong.clock.now() - hours * 3600
+            if show_history:
+                return self._history(soong, since, ref)
+            return self._instances(soong, since if stopped else None, ref)
+
+    # -- instances ---------------------------------------------------------------
+
+    def _instances(self, soong: Soong, since: Timestamp | None, ref: str | None) -> int:
+        from soong_core.reconcile import ended_statuses, reconcile, with_history
+        from soong_core.select import select_instance
+
+        # One provider listing serves both status and the reconciliation (the API
+        # allows one request a second): statuses first, then reconcile on their list.
+        statuses: list[InstanceStatus] = list(soong.status())
+        self._note(reconcile(soong, instances=[s.instance for s in statuses]))
+        statuses = with_history(soong, statuses)
+        if since is not None:
+            statuses += ended_statuses(soong, since=since,
+                                       exclude=[s.instance.id for s in statuses])
+        if ref is not None:
+            chosen = select_instance([s.instance for s in statuses], ref)
+            statuses = [s for s in statuses if s.instance.id == chosen.id]
+        reporter = self.plugins.reporters().create("json" if self.option("json") else "table",
+                                                   soong.config)
+        buffer = AnsiBuffer(self.io.output.is_decorated() and not self.option("json"))
+        reporter.render(statuses, buffer)
+        self.io.write(buffer.getvalue(), type=Type.RAW)
+        return 0
+
+    def _note(self, events: Sequence[Event]) -> None:
+        """One stderr line per termination the reconciliation just recorded."""
+        from soong_core.costs import format_money
+
+        for event in events:
+            how = " (inferred)" if event.inferred else ""
+            self.io.write_error_line(Formatter.escape(
+                f"note: instance {event.instance_id} ended: {event.reason}{how}, cost "
+                f"{format_money(event.cost)}; recorded in history"))
+
+    # -- history -----------------------------------------------------------------
+
+    def _history(self, soong: Soong, since: Timestamp, ref: str | None) -> int:
+        from soong_core.reconcile import reconcile
+
+        instances = soong.instances()
+        self._note(reconcile(soong, instances=instances))
+        events = soong.history.events(since=since)
+        if ref is not None:
+            from soong_core.select import select_instance
+
+            chosen = select_instance(_history_candidates(instances, events), ref)
+            events = [e for e in events if e.instance_id == chosen.id]
+        now = soong.clock.now()
+        if self.option("json"):
+            from soong_core.models import format_timestamp
+
+            document = {"schema_version": HISTORY_SCHEMA_VERSION,
+                        "generated_at": format_timestamp(now),
+                        "since": format_timestamp(since),
+                        "events": [event_document(e) for e in events]}
+            import json
+
+            self.io.write(json.dumps(document, indent=2, allow_nan=False) + "\n", type=Type.RAW)
+            return 0
+        if not events:
+            from soong_core.policy import format_duration
+
+            self.line(f"no events in the last {format_duration(now - since)}")
+            return 0
+        self._history_table(events)
+        return 0
+
+    def _history_table(self, events: Sequence[Event]) -> None:
+        from soong_core.costs import format_money
+        from soong_core.models import format_timestamp
+        from soong_core.select import short_ids
+
+        shorts = short_ids([e.instance_id for e in events])
+        header = ("TIME", "KIND", "INSTANCE", "REASON", "COST")
+        rows = [(format_timestamp(e.at), e.kind.value, shorts[e.instance_id],
+                 (e.reason or "-") + (" (inferred)" if e.inferred else ""),
+                 format_money(e.cost) if e.cost is not None else "-") for e in events]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for number, row in enumerate([header, *rows]):
+            cells = [cell.rjust(w) if i == 4 else cell.ljust(w)
+                     for i, (cell, w) in enumerate(zip(row, widths))]
+            line = "  ".join(cells).rstrip()
+            self.line(f"<b>{line}</b>" if number == 0 else Formatter.escape(line))
+
+    # -- options -----------------------------------------------------------------
+
+    def _hours(self, used: bool) -> float:
+        """``--hours`` as a positive number of hours; a usage error (exit 2) otherwise."""
+        raw = self.option("hours")
+        if raw is None:
+            return DEFAULT_HOURS
+        if not used:
+            raise UsageError("--hours applies only with --history or --stopped",
+                             hints=[("add --history to see events, or --stopped to list "
+                                     "ended instances")])
+        try:
+            hours = float(raw)
+        except ValueError:
+            hours = math.nan
+        if not (math.isfinite(hours) and hours > 0):
+            raise UsageError(f"--hours must be a number of hours greater than 0, got {raw!r}")
+        return hours
+
+
+def event_document(event: Event) -> dict[str, Any]:
+    """One element of ``status --history --json``'s ``events`` (see ``docs/json.md``)."""
+    from soong_core.costs import round_cents
+    from soong_core.models import format_timestamp
+
+    return {
+        "at": format_timestamp(event.at),
+        "kind": event.kind.value,
+        "instance_id": event.instance_id,
+        "provider": event.provider or None,
+        "type": event.type_name,
+        "region": event.region,
+        "reason": event.reason,
+        "inferred": event.inferred,
+        "cost": None if event.cost is None else str(round_cents(event.cost)),
+        "detail": dict(event.detail),
+    }
+
+
+def _history_candidates(instances: Sequence[Instance], events: Sequence[Event]) -> list[Instance]:
+    """What ``--history --instance-id`` may name: listed instances and those in the window."""
+    from soong_core.models import Instance, InstanceState
+
+    candidates = {i.id: i for i in instances}
+    for event in events:
+        if event.instance_id not in candidates:
+            name = event.detail.get("name")
+            preempted = event.reason == "preempted"
+            candidates[event.instance_id] = Instance(
+                event.instance_id,
+                InstanceState.PREEMPTED if preempted else InstanceState.TERMINATED,
+                provider=event.provider, name=name if isinstance(name, str) else None,
+                type_name=event.type_name, region=event.region)
+    return list(candidates.values())

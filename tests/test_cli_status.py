@@ -1,0 +1,456 @@
+"""``soong status``: the table, --json, --history, --stopped, selection, and the reporters.
+
+CLI runs use real time (the command's clock comes from config); instances are launched
+beforehand through the embedding API on a ManualClock set to ``time.time()`` minus an
+offset, with half a minute of slack so that a slow test never crosses a displayed
+minute. Reporter tests at the end use a ManualClock throughout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import jsonschema
+import pytest
+
+from soong_core import Soong
+from soong_core.clock import ManualClock
+from soong_core.config import write_config_file
+from soong_core.errors import SoongError
+from soong_core.fake import FakeProvider
+from soong_core.models import (
+    Action,
+    Decision,
+    Instance,
+    InstanceState,
+    InstanceStatus,
+    LaunchRequest,
+)
+from soong_core.plugins import Plugins
+from soong_core.testing import CliResult, SoongEnv, run_soong
+from soong_plugins.reporters.facts import wants_ansi
+from soong_plugins.reporters.json_report import JsonReporter
+from soong_plugins.reporters.table import TableReporter
+
+HOUR = 3600
+SLACK = 30
+CONFIG = {"defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1",
+                       "lease_hours": 2, "hard_timeout_hours": 8}}
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "status.schema.json"
+ESC = "\x1b["
+
+Run = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cloud(soong_env: SoongEnv, fake_provider: FakeProvider, clock: ManualClock) -> FakeProvider:
+    """The fake cloud as the configured provider; instances are active at once."""
+    write_config_file(soong_env.config_file, {"defaults": {"provider": "fake"}})
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    fake_provider.boot_seconds = 0
+    clock.set(time.time())
+    return fake_provider
+
+
+@pytest.fixture
+def launch(cloud: FakeProvider, plugins: Plugins, clock: ManualClock) -> Callable[..., Instance]:
+    def launch(*, ago: float, hours: float, name: str | None = None) -> Instance:
+        """Launch ``ago`` seconds before now (plus the slack) with a lease of ``hours``."""
+        clock.set(time.time() - ago - SLACK)
+        with Soong(CONFIG, plugins=plugins, clock=clock) as soong:
+            instance = soong.launch(hours=hours, name=name)
+        clock.set(time.time())
+        return instance
+
+    return launch
+
+
+def unmanaged(cloud: FakeProvider, name: str) -> Instance:
+    """An instance launched outside soong: no soong tags."""
+    return cloud.launch(LaunchRequest("gpu_1x_a100", ("us-west-2",), name=name))
+
+
+def schema_validator(definition: str | None = None) -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    if definition is not None:
+        schema = {"$schema": schema["$schema"], "$defs": schema["$defs"],
+                  "$ref": f"#/$defs/{definition}"}
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def row(stdout: str, text: str) -> str:
+    [line] = [line for line in stdout.splitlines() if text in line]
+    return line
+
+
+# -- the table ------------------------------------------------------------------------
+
+
+def test_table_shows_state_costs_and_the_next_stop_with_its_reason(
+        run_cli: Run, launch: Callable[..., Instance]) -> None:
+    instance = launch(ago=HOUR + 30 * 60, hours=4, name="train")
+    result = run_cli("status")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "COST",
+                                "EST.", "TOTAL", "NEXT", "STOP"]
+    assert row(result.stdout, "train").split() == [
+        instance.id, "train", "active", "198.51.100.2", "gpu_1x_a10", "1h30m", "2h29m",
+        "$1.13", "$3.00", "2h29m:", "lease_expired"]
+    assert ESC not in result.stdout  # not a terminal: plain
+    assert result.stderr == ""
+
+
+def test_an_instance_past_its_lease_is_red_and_still_billing(
+        run_cli: Run, launch: Callable[..., Instance]) -> None:
+    launch(ago=5 * HOUR, hours=2, name="late")
+    launch(ago=HOUR, hours=4, name="fine")
+    plain = run_cli("status").stdout
+    late = row(plain, "late")
+    assert "expired" in late.split() and "$3.76" in late.split()  # billed to now
+    assert late.endswith("still billing: lease_expired passed 3h ago")
+    coloured = run_cli("status --ansi").stdout
+    assert "\x1b[31m" in row(coloured, "late")
+    assert "still billing" in row(coloured, "late")
+    assert "\x1b[31m" not in row(coloured, "fine")  # only that row is red
+    assert "\x1b[32mactive" in row(coloured, "fine")  # active is green
+
+
+def test_an_instance_without_soong_tags_is_unmanaged_with_unknown_uptime(
+        run_cli: Run, cloud: FakeProvider) -> None:
+    unmanaged(cloud, "by-hand")
+    cells = row(run_cli("status").stdout, "by-hand").split()
+    assert cells[2:] == ["active", "198.51.100.2", "gpu_1x_a100", "?", "?", "?", "?",
+                         "unmanaged"]
+
+
+def test_ansi_and_no_ansi_decide_colour(run_cli: Run, launch: Callable[..., Instance]) -> None:
+    launch(ago=HOUR, hours=4, name="train")
+    assert ESC in run_cli("status --ansi").stdout
+    plain = run_cli("status --no-ansi").stdout
+    assert ESC not in plain and "lease_expired" in row(plain, "train")
+
+
+def test_no_instances_is_a_friendly_line(run_cli: Run, cloud: FakeProvider) -> None:
+    result = run_cli("status")
+    assert (result.exit_code, result.stdout) == (0, "no instances; start one with `soong start`\n")
+    document = json.loads(run_cli("status --json").stdout)
+    assert document["instances"] == []
+    schema_validator().validate(document)
+
+
+def test_an_unreachable_provider_is_one_line_with_a_hint(
+        run_cli: Run, cloud: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down() -> list[Instance]:
+        raise SoongError("cannot reach the cloud at http://127.0.0.1:9", hints=["is it up?"])
+
+    monkeypatch.setattr(cloud, "list_instances", down)
+    for args in ("status", "status --json", "status --history"):
+        result = run_cli(args)
+        assert result.exit_code == 1
+        assert result.stderr.splitlines() == [
+            "error: cannot reach the cloud at http://127.0.0.1:9", "  is it up?"]
+        assert result.stdout == ""
+
+
+# -- --json -----------------------------------------------------------------------------
+
+
+def test_json_follows_the_documented_schema_and_is_all_of_stdout(
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+    instance = launch(ago=HOUR + 30 * 60, hours=4, name="train")
+    launch(ago=5 * HOUR, hours=2, name="late")
+    unmanaged(cloud, "by-hand")
+    gone = launch(ago=3 * HOUR, hours=2, name="gone")
+    cloud.terminate([gone.id])  # vanished: the reconciliation notes it on stderr
+    result = run_cli("status --json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)  # the whole of stdout is one JSON document
+    schema_validator().validate(document)
+    assert "note: instance " + gone.id + " ended: lease_expired (inferred)" in result.stderr
+    by_name = {i["name"]: i for i in document["instances"]}
+    assert set(by_name) == {"train", "late", "by-hand"}
+    train = by_name["train"]
+    assert train["id"] == instance.id and train["state"] == "active"
+    assert (train["cost_so_far"], train["estimated_total"], train["price_per_hour"]) == (
+        "1.13", "3.00", "0.75")
+    assert train["managed"] is True and train["overdue"] is False
+    assert 5400 <= train["uptime_s"] < 5400 + 2 * SLACK
+    assert train["next_stop"]["reasons"] == ["lease_expired"]
+    assert train["next_stop"]["action"] == "keep"
+    assert train["next_stop"]["at"] == train["lease_deadline"]
+    assert train["ended"] is None and train["details"] == {}
+    assert by_name["late"]["overdue"] is True and by_name["late"]["time_left_s"] < -3 * HOUR + 1
+    assert by_name["late"]["next_stop"]["action"] == "terminate"
+    hand = by_name["by-hand"]
+    assert (hand["managed"], hand["uptime_s"], hand["cost_so_far"], hand["launched_at"],
+            hand["next_stop"], hand["price_per_hour"]) == (False, None, None, None, None, "1.29")
+
+
+def test_the_schema_rejects_what_it_promises_never_to_print(
+        run_cli: Run, launch: Callable[..., Instance]) -> None:
+    launch(ago=HOUR, hours=4, name="train")
+    document = json.loads(run_cli("status --json").stdout)
+    validator = schema_validator()
+    validator.validate(document)
+    for key, bad in [("cost_so_far", 1.13), ("cost_so_far", "1.1"), ("launched_at", "yesterday"),
+                     ("state", "running")]:
+        broken = json.loads(json.dumps(document))
+        broken["instances"][0][key] = bad
+        assert not validator.is_valid(broken), (key, bad)
+    missing = json.loads(json.dumps(document))
+    del missing["instances"][0]["estimated_total"]
+    assert not validator.is_valid(missing)
+
+
+# -- --history and --stopped ----------------------------------------------------------
+
+
+def test_history_shows_an_inferred_termination_with_its_cost(
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+    gone = launch(ago=3 * HOUR, hours=2, name="gone")
+    cloud.terminate([gone.id])
+    result = run_cli("status --history")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "KIND", "INSTANCE", "REASON", "COST"]
+    launch_row, end_row = lines[1].split(), lines[2].split()
+    assert launch_row[1:] == ["launch", gone.id, "-", "$1.50"]
+    assert end_row[1:] == ["terminate", gone.id, "lease_expired", "(inferred)", "$1.50"]
+    assert "ended: lease_expired (inferred)" in result.stderr
+    again = run_cli("status --history")
+    assert again.stdout == result.stdout and again.stderr == ""  # recorded once
+
+
+def test_history_json_follows_the_schema(run_cli: Run, launch: Callable[..., Instance],
+                                         cloud: FakeProvider) -> None:
+    gone = launch(ago=3 * HOUR, hours=2, name="gone")
+    cloud.terminate([gone.id])
+    result = run_cli("status --history --json")
+    document = json.loads(result.stdout)
+    schema_validator("history").validate(document)
+    kinds = [(e["kind"], e["reason"], e["inferred"], e["cost"]) for e in document["events"]]
+    assert kinds == [("launch", None, False, "1.50"), ("terminate", "lease_expired", True, "1.50")]
+
+
+def test_history_hours_sets_the_window(run_cli: Run, launch: Callable[..., Instance]) -> None:
+    launch(ago=3 * HOUR, hours=4, name="older")
+    assert "launch" in run_cli("status --history").stdout
+    result = run_cli("status --history --hours 1")
+    assert result.stdout.startswith("no events in the last 1h")
+    assert json.loads(run_cli("status --history --hours 1 --json").stdout)["events"] == []
+
+
+def test_stopped_adds_instances_that_ended_in_the_window(
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+    launch(ago=HOUR, hours=4, name="train")
+    gone = launch(ago=3 * HOUR, hours=2, name="gone")
+    cloud.terminate([gone.id])
+    plain = run_cli("status")
+    assert gone.id not in plain.stdout
+    stopped = run_cli("status --stopped").stdout
+    cells = row(stopped, gone.id).split()
+    assert cells[2] == "terminated" and cells[5] == "2h"  # uptime to its end, not to now
+    assert row(stopped, gone.id).endswith("$1.50  ended: lease_expired (inferred)")
+    assert "train" in stopped
+    assert gone.id not in run_cli("status --stopped --hours 0.5").stdout
+    document = json.loads(run_cli("status --stopped --json").stdout)
+    schema_validator().validate(document)
+    [ended] = [i for i in document["instances"] if i["id"] == gone.id]
+    assert ended["ended"]["reason"] == "lease_expired" and ended["ended"]["inferred"] is True
+    assert ended["state"] == "terminated" and ended["cost_so_far"] == "1.50"
+    assert ended["next_stop"] is None
+
+
+BAD_HOURS = "error: --hours must be a number of hours greater than 0, got "
+
+
+@pytest.mark.parametrize("args, message", [
+    ("status --history --hours 0", BAD_HOURS + "'0'"),
+    ("status --stopped --hours=-2", BAD_HOURS + "'-2'"),
+    ("status --history --hours soon", BAD_HOURS + "'soon'"),
+    ("status --history --hours nan", BAD_HOURS + "'nan'"),
+    ("status --hours 3", "error: --hours applies only with --history or --stopped"),
+    ("status --history --stopped", "error: --history and --stopped cannot be combined"),
+])
+def test_bad_options_exit_2_with_one_line(run_cli: Run, cloud: FakeProvider, args: str,
+                                          message: str) -> None:
+    result = run_cli(args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == message
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# -- --instance-id ------------------------------------------------------------------------
+
+
+def test_instance_id_selects_by_id_prefix_or_name(run_cli: Run,
+                                                  launch: Callable[..., Instance]) -> None:
+    first = launch(ago=HOUR, hours=4, name="train")
+    second = launch(ago=HOUR, hours=4, name="serve")
+    for ref in (second.id, "serve", second.id[:-1] + second.id[-1]):
+        result = run_cli(["status", "--instance-id", ref])
+        assert result.exit_code == 0
+        assert "serve" in result.stdout and first.id not in result.stdout
+    document = json.loads(run_cli("status -i train --json").stdout)
+    assert [i["id"] for i in document["instances"]] == [first.id]
+
+
+def test_an_unknown_or_ambiguous_instance_lists_the_candidates(
+        run_cli: Run, launch: Callable[..., Instance]) -> None:
+    first = launch(ago=HOUR, hours=4, name="train")
+    second = launch(ago=HOUR, hours=4, name="serve")
+    unknown = run_cli("status --instance-id nope")
+    assert unknown.exit_code == 1 and unknown.stdout == ""
+    assert unknown.stderr.splitlines()[0] == (
+        f"error: no instance matches 'nope'; candidates: {first.id} (train, active), "
+        f"{second.id} (serve, active)")
+    ambiguous = run_cli("status --instance-id fake-")
+    assert ambiguous.exit_code == 1
+    assert ambiguous.stderr.splitlines()[0] == (
+        f"error: 'fake-' matches 2 instances: {first.id} (train, active), "
+        f"{second.id} (serve, active)")
+    as_json = run_cli("status -i nope --json")
+    assert (as_json.exit_code, as_json.stdout) == (1, "")  # no half document on stdout
+
+
+def test_history_instance_id_reaches_instances_that_are_gone(
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+    keep = launch(ago=HOUR, hours=4, name="train")
+    gone = launch(ago=3 * HOUR, hours=2, name="gone")
+    cloud.terminate([gone.id])
+    document = json.loads(run_cli(["status", "--history", "--json", "-i", gone.id]).stdout)
+    assert {e["instance_id"] for e in document["events"]} == {gone.id}
+    assert len(document["events"]) == 2
+    assert keep.id not in run_cli(["status", "--history", "-i", gone.id]).stdout
+
+
+# -- colour on a real terminal ---------------------------------------------------------------
+
+
+SEEDED_PLUGIN = '''
+import time
+from soong_core.fake import FakeProvider, FakeProviderPlugin
+from soong_core.models import LaunchRequest, format_timestamp
+
+now = time.time()
+provider = FakeProvider(boot_seconds=0)
+provider.launch(LaunchRequest("gpu_1x_a10", ("us-east-1",), name="late", tags={
+    "soong:launch-id": "seeded", "soong:launched-at": format_timestamp(now - 5 * 3600),
+    "soong:lease-deadline": format_timestamp(now - 3 * 3600),
+    "soong:hard-deadline": format_timestamp(now + 3 * 3600)}))
+plugin = FakeProviderPlugin(provider)
+'''
+
+
+@pytest.mark.slow
+def test_colour_on_a_terminal_only_and_never_with_no_color_or_no_ansi(
+        soong_env: SoongEnv, tmp_path: Path) -> None:
+    """A real ``soong status`` process, with a fake cloud installed as an entry point."""
+    from test_cli import run_on_tty  # tests/ is on sys.path (rootdir conftest)
+
+    site = tmp_path / "site"
+    dist = site / "seeded_fake-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: seeded-fake\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[soong]\nseeded = seeded_fake:plugin\n")
+    (site / "seeded_fake.py").write_text(SEEDED_PLUGIN)
+    write_config_file(soong_env.config_file, {"defaults": {"provider": "fake"}})
+    extra = {"PYTHONPATH": str(site)}
+
+    terminal = run_on_tty("status", env=soong_env, extra_env=extra)
+    assert "still billing" in terminal and "\x1b[31m" in terminal
+    for args, more in [(("status",), {"NO_COLOR": "1"}), (("--no-ansi", "status"), {})]:
+        plain = run_on_tty(*args, env=soong_env, extra_env={**extra, **more})
+        assert "still billing" in plain and ESC not in plain
+    piped = run_soong("status", env=soong_env, extra_env=extra)
+    assert piped.exit_code == 0 and "still billing" in piped.stdout and ESC not in piped.stdout
+
+
+# -- the reporters, on a manual clock ----------------------------------------------------------
+
+
+class TtyBuffer(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_wants_ansi_honours_an_explicit_decision_then_no_color_then_the_terminal() -> None:
+    tty = TtyBuffer()
+    assert wants_ansi(tty, environ={}) is True
+    assert wants_ansi(tty, environ={"NO_COLOR": "1"}) is False
+    assert wants_ansi(tty, environ={"NO_COLOR": ""}) is True  # no-color.org: empty is unset
+    assert wants_ansi(io.StringIO(), environ={}) is False
+    explicit = io.StringIO()
+    explicit.ansi = True  # type: ignore[attr-defined]
+    assert wants_ansi(explicit, environ={"NO_COLOR": "1"}) is True
+
+
+def test_table_reporter_colours_states_and_warnings(
+        plugins: Plugins, fake_provider: FakeProvider, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    with Soong(CONFIG, plugins=plugins, clock=clock) as soong:
+        booting = soong.launch(hours=2, name="fresh")
+        fake_provider.boot_seconds = 0
+        soon = soong.launch(hours=1, name="soon")
+        clock.advance(55 * 60)  # 5 minutes left on "soon": inside the warning window
+        fake_provider.boot_seconds = 3600
+        preempted = soong.launch(hours=2, name="gone")
+        fake_provider.set_state(preempted.id, InstanceState.PREEMPTED)
+        reporter = TableReporter(soong.config, clock=clock)
+        out = TtyBuffer()
+        reporter.render(soong.status(), out)
+        text = out.getvalue()
+        assert "\x1b[33mbooting" in row(text, "fresh")
+        assert "\x1b[33m5m: lease_expired" in row(text, "soon")  # a warning is yellow
+        assert "\x1b[35mpreempted" in row(text, "gone")
+        assert booting.id[:8] in text and soon.id[:8] in text
+        monkeypatch.setenv("NO_COLOR", "1")
+        plain = io.StringIO()
+        reporter.render(soong.status(), plain)
+        assert ESC not in plain.getvalue()
+        no_colour_tty = TtyBuffer()
+        reporter.render(soong.status(), no_colour_tty)
+        assert ESC not in no_colour_tty.getvalue()
+        assert row(plain.getvalue(), "gone").split()[-1] == "preempted"
+
+
+def test_json_reporter_writes_money_as_strings_and_times_in_utc(
+        plugins: Plugins, fake_provider: FakeProvider, clock: ManualClock) -> None:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    clock.set(1_800_000_000.0)  # 2027-01-15T08:00:00Z
+    with Soong(CONFIG, plugins=plugins, clock=clock) as soong:
+        soong.launch(hours=2, name="exact")
+        clock.advance(HOUR + 1)
+        out = io.StringIO()
+        JsonReporter(soong.config, clock=clock).render(soong.status(), out)
+    document = json.loads(out.getvalue())
+    schema_validator().validate(document)
+    assert document["generated_at"] == "2027-01-15T09:00:01Z"
+    [item] = document["instances"]
+    assert (item["launched_at"], item["lease_deadline"], item["hard_deadline"]) == (
+        "2027-01-15T08:00:00Z", "2027-01-15T10:00:00Z", "2027-01-15T16:00:00Z")
+    assert (item["uptime_s"], item["time_left_s"], item["next_stop"]["in_s"]) == (3601, 3599, 3599)
+    assert item["cost_so_far"] == "0.75"  # 0.7502...: rounded to cents, as text
+    assert item["estimated_total"] == "1.50"
+
+
+def test_plugin_details_reach_json_safely() -> None:
+    instance = Instance("i-1", InstanceState.ACTIVE)
+    status = InstanceStatus(instance, Decision(Action.KEEP), details={
+        "agent": {"spent": Decimal("0.10"), "ports": (8000, 8001), "load": float("nan")}})
+    out = io.StringIO()
+    JsonReporter({}, clock=ManualClock()).render([status], out)
+    document = json.loads(out.getvalue())
+    schema_validator().validate(document)
+    assert document["instances"][0]["details"] == {
+        "agent": {"spent": "0.10", "ports": [8000, 8001], "load": None}}
