@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Callable
 
 from soong_core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from cleo.commands.command import Command
+
+SIM_COMMANDS: dict[str, str] = {
+    "sim up": "soong_plugins.lambda_labs.commands.sim_up:SimUpCommand",
+    "sim status": "soong_plugins.lambda_labs.commands.sim_status:SimStatusCommand",
+    "sim down": "soong_plugins.lambda_labs.commands.sim_down:SimDownCommand",
+}
+"""``soong sim ...`` -> ``module:Class``; a module is imported only when its command is
+listed or run, so ``soong --help`` stays fast."""
+
+
+def _lazy(target: str) -> Callable[[], Command]:
+    module, _, attr = target.partition(":")
+
+    def factory() -> Command:
+        command: Command = getattr(import_module(module), attr)()
+        return command
+
+    return factory
+
+
+@hookimpl
+def soong_register_commands(register: Callable[[str, Callable[[], Command]], None]) -> None:
+    """The simulator's commands: ``soong sim up``, ``sim status``, ``sim down``."""
+    for name, target in SIM_COMMANDS.items():
+        register(name, _lazy(target))
 
 
 @hookimpl

@@ -1,0 +1,74 @@
+"""``soong sim status``: is the simulator running, where, since when, with what."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from cleo.formatters.formatter import Formatter
+from cleo.helpers import option
+from cleo.io.inputs.option import Option
+from cleo.io.outputs.output import Type
+
+from soong_core.cli.command import SoongCommand
+from soong_plugins.lambda_labs.commands._common import STATE_DIR_OPTION, duration, state_store
+
+SHOWN_STATES = ("booting", "active", "unhealthy", "terminating", "terminated", "preempted")
+
+
+class SimStatusCommand(SoongCommand):
+    name = "sim status"
+    description = "Show whether the simulator runs: URL, pid, uptime, speed, instances."
+    help = ("Reads the simulator's PID file and asks the simulator itself. Exit code 0 "
+            "whether it runs or not; <comment>--json</comment> says which "
+            "(<comment>running</comment>).")
+    options: ClassVar[list[Option]] = [
+        option("json", description="Print the status as JSON."),
+        STATE_DIR_OPTION,
+    ]
+
+    def handle(self) -> int:
+        from soong_plugins.lambda_labs.simulator import daemon
+
+        store = state_store(self.option("state-dir"))
+        found = daemon.inspect(store)
+        if self.option("json"):
+            self.io.write_line(json.dumps(self._json(found, str(store.directory))), type=Type.RAW)
+            return 0
+        escape = Formatter.escape
+        if found.state == "running":
+            assert found.status is not None
+            self._show(found.status)
+        elif found.state == "unresponsive":
+            assert found.record is not None
+            self.line(f"simulator process {found.pid} is not answering at "
+                      f"{escape(str(found.record.get('api_url')))}")
+            self.line("  stop it with `soong sim down`, then `soong sim up`")
+        else:
+            note = " (its PID file is stale)" if found.state == "stale" else ""
+            self.line(f"simulator not running{note}: run `soong sim up`")
+            self.line(f"state: {escape(str(store.directory))}")
+        return 0
+
+    @staticmethod
+    def _json(found: Any, state_dir: str) -> dict[str, Any]:
+        if found.state == "running":
+            return {"running": True, **found.status}
+        return {"running": False, "state": found.state, "pid": found.pid, "state_dir": state_dir}
+
+    def _show(self, status: dict[str, Any]) -> None:
+        from soong_core.models import format_timestamp
+
+        escape = Formatter.escape
+        counts = status.get("instances", {})
+        live = ", ".join(f"{counts[s]} {s}" for s in SHOWN_STATES if counts.get(s)) or "none"
+        speed = status.get("speed")
+        self.line(f"simulator running at <info>{escape(status['api_url'])}</info>")
+        self.line(f"pid:        {status['pid']}")
+        self.line(f"uptime:     {duration(status.get('uptime_seconds', 0))}")
+        self.line(f"speed:      {'manual clock' if speed is None else f'{speed:g}x'}")
+        self.line(f"cloud time: {format_timestamp(status['sim_time'])}")
+        self.line(f"boot delay: {status['boot_seconds']:g} s (simulated)")
+        self.line(f"rate limit: {'on' if status.get('rate_limit') else 'off'}")
+        self.line(f"instances:  {live} ({counts.get('total', 0)} launched in all)")
+        self.line(f"state:      {escape(status['state_dir'])}")

@@ -1,0 +1,124 @@
+"""``soong sim up``: start the local Lambda Cloud simulator and point ``--sim`` at it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cleo.formatters.formatter import Formatter
+from cleo.helpers import option
+from cleo.io.inputs.option import Option
+from cleo.io.outputs.output import Type
+
+from soong_core.cli.command import SoongCommand
+from soong_core.errors import UsageError
+from soong_plugins.lambda_labs.commands._common import STATE_DIR_OPTION, daemon_error, state_store
+
+if TYPE_CHECKING:
+    from soong_plugins.lambda_labs.simulator.options import StartOptions
+
+log = logging.getLogger("soong.sim")
+
+
+class SimUpCommand(SoongCommand):
+    name = "sim up"
+    description = "Start the local Lambda Cloud simulator (no account, no money)."
+    help = ("Starts a simulator of the Lambda Cloud API on 127.0.0.1 in the background, "
+            "waits until it answers, and prints its URL and the API key it accepts. It "
+            "also writes the config profile <comment>sim</comment>, so "
+            "<comment>soong --sim COMMAND</comment> uses it. The cloud (instances, keys, "
+            "filesystems, clock) is kept in the state directory across restarts; options "
+            "not given keep their stored values.\n\n"
+            "Simulated time runs <comment>--speed</comment> times faster than the wall "
+            "clock: boot delays and billing follow it, rate limits do not.")
+    options: ClassVar[list[Option]] = [
+        option("port", description="Port to listen on (0: any free port).", flag=False,
+               default="0"),
+        option("speed", description="Simulated seconds per wall second [default: as "
+               "stored, else 1].", flag=False),
+        option("boot-seconds", description="Simulated seconds from launch to active "
+               "[default: as stored, else 60].", flag=False),
+        option("terminate-seconds", description="Simulated seconds from terminating to "
+               "terminated [default: as stored, else 10].", flag=False),
+        option("no-rate-limit", description="Do not enforce the API's rate limits "
+               "(1 request/s; launches 1 per 12 s, 5 per minute)."),
+        option("capacity", description="Instances that fit per type and region, as "
+               "TYPE:REGION=N ('*' for all); repeatable.", flag=False, multiple=True),
+        option("reset", description="Forget the stored cloud first (the key stays)."),
+        option("capture-bodies", description="Also append request and response bodies "
+               "(user_data and private keys redacted) to this JSON-lines file.", flag=False),
+        option("foreground", description="Serve in this terminal until Ctrl-C instead of "
+               "in the background."),
+        option("json", description="Print the URL, key and pid as JSON."),
+        STATE_DIR_OPTION,
+    ]
+
+    def handle(self) -> int:
+        from soong_core.config import profile_path
+        from soong_plugins.lambda_labs.simulator import daemon
+        from soong_plugins.lambda_labs.simulator.app import SimulatorError
+        from soong_plugins.lambda_labs.simulator.store import StoreError
+
+        start_options = self._start_options()
+        store = state_store(self.option("state-dir"))
+        profile = profile_path("sim")
+        try:
+            if self.option("foreground"):
+                daemon.run_foreground(store, start_options, profile,
+                                      lambda sim: self._report(sim.pid_record(), sim.api_key,
+                                                               str(profile), sim.warnings,
+                                                               foreground=True))
+                self.line("simulator stopped")
+                return 0
+            ready = daemon.start(store, start_options, profile)
+            key = store.api_key()
+        except (daemon.DaemonError, SimulatorError, StoreError) as exc:
+            raise daemon_error(exc) from None
+        self._report(ready, key, str(profile), ready.get("warnings") or [], foreground=False)
+        return 0
+
+    def _start_options(self) -> StartOptions:
+        from soong_plugins.lambda_labs.simulator import options as opts
+
+        try:
+            result = opts.StartOptions(port=opts.parse_port(self.option("port")))
+            if self.option("speed") is not None:
+                result.speed = opts.parse_speed(self.option("speed"))
+            for flag in ("boot-seconds", "terminate-seconds"):
+                if self.option(flag) is not None:
+                    setattr(result, flag.replace("-", "_"),
+                            opts.parse_seconds(self.option(flag), f"--{flag}"))
+            result.rate_limit = not self.option("no-rate-limit")
+            result.capacity = [opts.parse_capacity(text) for text in self.option("capacity")]
+            result.reset = bool(self.option("reset"))
+            capture = self.option("capture-bodies")
+            if capture is not None:
+                if not capture.strip():
+                    raise ValueError("--capture-bodies must name a file")
+                from pathlib import Path
+
+                result.capture_path = str(Path(capture).expanduser().absolute())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return result
+
+    def _report(self, ready: dict[str, Any], key: str, profile: str, warnings: list[str],
+                *, foreground: bool) -> None:
+        for warning in warnings:
+            log.warning("%s", warning)
+        if self.option("json"):
+            shown = {"api_url": ready["api_url"], "url": ready["url"], "api_key": key,
+                     "pid": ready["pid"], "port": ready["port"],
+                     "state_dir": ready["state_dir"], "profile": profile}
+            self.io.write_line(json.dumps(shown), type=Type.RAW)
+            return
+        escape = Formatter.escape
+        self.line(f"simulator running at <info>{escape(ready['api_url'])}</info> "
+                  f"(pid {ready['pid']})")
+        self.line(f"API key: {escape(key)}  (accepted only by this simulator)")
+        self.line(f"state:   {escape(ready['state_dir'])}")
+        self.line(f"profile: {escape(profile)}: run `soong --sim COMMAND` to use it")
+        self.line(f"try:     curl -u {escape(key)}: {escape(ready['api_url'])}/instance-types")
+        if foreground:
+            self.line("serving in the foreground; Ctrl-C stops it")

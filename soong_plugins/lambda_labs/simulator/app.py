@@ -1,0 +1,475 @@
+"""One running simulator: state directory, clock, cloud, limits, faults, HTTP server.
+
+Used three ways: by the background process ``soong sim up`` starts (``serve_forever``),
+by ``soong sim up --foreground``, and in-process by tests (``start`` serves from a
+thread; see :mod:`soong_plugins.lambda_labs.simulator.testing`)::
+
+    with Simulator(tmp_path, clock=ManualClock(), rate_limit=False) as sim:
+        urllib.request.urlopen(Request(sim.api_url + "/instances",
+                               headers={"Authorization": f"Bearer {sim.api_key}"}))
+
+Simulated time comes from one accelerable clock (DESIGN, "One clock"): the anchors are
+kept in the state, so a restarted simulator, the CLI and every agent derive the same
+"now" from the wall clock. Tests inject a ManualClock instead and never sleep.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from soong_core.clock import AcceleratedClock, Clock, clock_from_config
+from soong_plugins.lambda_labs.simulator import api, control, errors
+from soong_plugins.lambda_labs.simulator.cloud import Cloud
+from soong_plugins.lambda_labs.simulator.errors import ApiError, invalid_parameters
+from soong_plugins.lambda_labs.simulator.faults import FAULT_NAMES, FaultInjector, FaultSettings
+from soong_plugins.lambda_labs.simulator.ratelimit import GENERAL, LAUNCH, Limit, RateLimiter
+from soong_plugins.lambda_labs.simulator.requestlog import (
+    JsonLines,
+    redact_request,
+    redact_response,
+)
+from soong_plugins.lambda_labs.simulator.routes import Router
+from soong_plugins.lambda_labs.simulator.server import Exchange, SimulatorHTTPServer
+from soong_plugins.lambda_labs.simulator.store import StateStore, StoreError
+
+log = logging.getLogger("soong.sim")
+
+HOST = "127.0.0.1"
+
+SETTING_RULES: dict[str, tuple[type, float, float | None, bool]] = {
+    # name: (type, minimum, maximum, nullable)
+    "boot_seconds": (float, 0, None, False),
+    "terminate_seconds": (float, 0, None, False),
+    "ended_visible_seconds": (float, 0, None, False),
+    "default_capacity": (int, 0, None, True),
+    "quota_instances": (int, 0, None, True),
+}
+"""Persisted settings the knobs endpoint may change, and what they accept."""
+
+
+class SimulatorError(Exception):
+    """The simulator cannot start or run (one line, for the user)."""
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` checked for setting ``name``; ValueError names the rule."""
+    if name == "account_active":
+        if not isinstance(value, bool):
+            raise ValueError(f"account_active must be true or false, got {value!r}")
+        return value
+    kind, low, high, nullable = SETTING_RULES[name]
+    if value is None and nullable:
+        return None
+    ok_type = (isinstance(value, int) if kind is int else isinstance(value, (int, float)))
+    if isinstance(value, bool) or not ok_type or value < low or (high is not None and value > high):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what} >= {low:g}{' or null' if nullable else ''}, "
+                         f"got {value!r}")
+    if kind is float and value != value:  # NaN
+        raise ValueError(f"{name} must be a number, got NaN")
+    return kind(value)
+
+
+SPEED_MIN = 0.001
+SPEED_MAX = 1_000_000.0
+
+
+def check_speed(value: Any) -> float:
+    """Simulated seconds per wall second: from 0.001 (the config's ``clock.factor``
+    minimum) to a million (a year of cloud time in about 30 wall seconds)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+            or not SPEED_MIN <= value <= SPEED_MAX):
+        raise ValueError(f"speed must be a number from {SPEED_MIN:g} to {SPEED_MAX:g}, "
+                         f"got {value!r}")
+    return float(value)
+
+
+class Simulator:
+    """A simulated Lambda Cloud serving its API on ``127.0.0.1``.
+
+    :param state_dir: where the cloud lives (see :mod:`.store`).
+    :param port: 0 picks a free port.
+    :param clock: inject a clock (tests: ``ManualClock``); by default an accelerated
+        clock from the stored anchors, re-anchored when ``speed`` changes it.
+    :param speed: simulated seconds per wall second (default: as stored, else 1).
+    :param boot_seconds, terminate_seconds: simulated seconds; ``None`` keeps the stored.
+    :param rate_limit: enforce the API's documented limits (wall time).
+    :param limits: ``(general, launch)`` limits, for tests that need shorter windows.
+    :param faults: initial fault settings (see :mod:`.faults`).
+    :param capacity: ``(type or "*", region or "*", slots)`` to set at start.
+    :param reset: forget the stored cloud first (the API key stays).
+    :param capture_path: append request and response bodies (redacted) to this file.
+    :param on_exchange: called with every :class:`~.server.Exchange` (tests validate
+        responses with it).
+    :param pid_file: write ``sim.pid`` while serving (the ``soong sim`` commands use it).
+    :param profile_path: keep this soong config profile pointing at the simulator
+        (URL, key, clock), rewritten when the clock changes.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, host: str = HOST, port: int = 0,
+                 clock: Clock | None = None, speed: float | None = None,
+                 boot_seconds: float | None = None, terminate_seconds: float | None = None,
+                 rate_limit: bool = True, limits: tuple[Limit, Limit] = (GENERAL, LAUNCH),
+                 faults: Mapping[str, Any] | None = None,
+                 capacity: Iterable[tuple[str, str, int]] = (), reset: bool = False,
+                 capture_path: str | os.PathLike[str] | None = None,
+                 on_exchange: Callable[[Exchange], None] | None = None,
+                 pid_file: bool = False, profile_path: str | os.PathLike[str] | None = None,
+                 wall: Callable[[], float] = time.monotonic) -> None:
+        self.store = StateStore(state_dir)
+        self.host = host
+        self.requested_port = port
+        self.run_id = secrets.token_hex(8)
+        self.warnings: list[str] = []
+        try:
+            self.store.prepare()
+            if reset:
+                self.store.reset()
+            state, self.warnings = self.store.load()
+            self.api_key = self.store.api_key()
+        except (StoreError, OSError) as exc:
+            raise SimulatorError(str(exc)) from None
+        try:
+            self.clock = clock if clock is not None else self._accelerated(state.clock, speed)
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from None
+        if isinstance(self.clock, AcceleratedClock):
+            state.clock = self.clock.to_config()
+        self.cloud = Cloud(state, self.clock, self.store.save)
+        self._apply_settings({"boot_seconds": boot_seconds,
+                              "terminate_seconds": terminate_seconds})
+        for type_name, region, slots in capacity:
+            try:
+                self.cloud.set_capacity(type_name, region, slots)
+            except ApiError as exc:
+                raise SimulatorError(f"capacity {type_name}:{region}={slots}: {exc.message}"
+                                     ) from None
+        self.cloud.save()
+        self.limiter = RateLimiter(enabled=rate_limit, general=limits[0], launch=limits[1],
+                                   now=wall)
+        self.faults = FaultInjector(FaultSettings())
+        try:
+            self.faults.update(faults or {})
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from None
+        self.router = Router([*api.ROUTES, *control.ROUTES])
+        self.on_exchange = on_exchange
+        self._capture_path = Path(capture_path) if capture_path else None
+        self._pid_file = pid_file
+        self._profile_path = Path(profile_path) if profile_path else None
+        self._request_log: JsonLines | None = None
+        self._capture: JsonLines | None = None
+        self._server: SimulatorHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None
+        self._started_monotonic = 0.0
+
+    @staticmethod
+    def _accelerated(stored: Mapping[str, Any] | None, speed: float | None) -> AcceleratedClock:
+        if speed is not None:
+            speed = check_speed(speed)
+        previous = None
+        if stored:
+            try:
+                candidate = clock_from_config(stored)
+            except (ValueError, KeyError, TypeError):
+                candidate = None
+            if isinstance(candidate, AcceleratedClock):
+                previous = candidate
+        if previous is None:
+            return AcceleratedClock(speed or 1.0)
+        if speed is None or speed == previous.factor:
+            return previous
+        return AcceleratedClock(speed, sim_anchor=previous.now())  # time stays continuous
+
+    def _apply_settings(self, changes: Mapping[str, Any]) -> None:
+        given = {name: value for name, value in changes.items() if value is not None}
+        try:
+            checked = {name: check_setting(name, value) for name, value in given.items()}
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from None
+        with self.cloud.changing() as state:
+            for name, value in checked.items():
+                setattr(state.settings, name, value)
+
+    # -- serving ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise SimulatorError("the simulator is not bound yet")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + api.PREFIX
+
+    def bind(self) -> None:
+        """Open the listening socket (port 0: a free one); errors are one line."""
+        if self._server is not None:
+            return
+        try:
+            self._server = SimulatorHTTPServer((self.host, self.requested_port), self)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SimulatorError(f"port {self.requested_port} on {self.host} is already in "
+                                     "use") from None
+            raise SimulatorError(f"cannot listen on {self.host}:{self.requested_port}: "
+                                 f"{exc.strerror or exc}") from None
+        self.started_at = time.time()
+        self._started_monotonic = time.monotonic()
+        try:
+            self._request_log = JsonLines(self.store.request_log_path)
+            if self._capture_path is not None:
+                self._capture = JsonLines(self._capture_path)
+            if self._profile_path is not None:
+                self.write_profile()
+            if self._pid_file:  # last: a pid file means "serving"
+                self.store.write_pid_file(self.pid_record())
+        except (OSError, StoreError) as exc:
+            self.close()
+            raise SimulatorError(f"cannot start: {exc}") from None
+        except SimulatorError:
+            self.close()
+            raise
+
+    def start(self) -> Simulator:
+        """Bind and serve from a background thread; returns self."""
+        self.bind()
+        assert self._server is not None
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.01},
+                                        name=f"soong-sim-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Bind (if needed) and serve in this thread until :meth:`stop` (from another
+        thread or a signal handler that calls it)."""
+        self.bind()
+        assert self._server is not None
+        self._serving = True  # set before reading _stop_requested; stop() does the reverse
+        try:
+            if not self._stop_requested:
+                self._server.serve_forever(poll_interval=0.2)
+        finally:
+            self._serving = False
+            self.close()
+
+    _serving = False
+    _stop_requested = False
+
+    def stop(self) -> None:
+        """Stop serving, close connections and files, save the state, drop the pid file.
+
+        Safe from a signal handler, and before ``serve_forever`` has started (it then
+        returns at once); a simulator that was only bound is released by :meth:`close`.
+        """
+        self._stop_requested = True
+        server = self._server
+        if server is None:
+            return
+        server.close_connections()
+        if self._thread is not None:
+            server.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+            self.close()
+        elif self._serving:  # serve_forever runs below us (a signal handler) or elsewhere
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    def close(self) -> None:
+        """Release the port and files of a simulator that is not serving."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.server_close()
+        self.cloud.save()
+        for journal in (self._request_log, self._capture):
+            if journal is not None:
+                journal.close()
+        if self._pid_file:
+            self.store.remove_pid_file(os.getpid())
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- what the server asks -------------------------------------------------------------
+
+    def authenticate(self, header: str | None) -> None:
+        """Accept ``Bearer KEY``, ``Basic base64(KEY:)`` (curl's ``-u KEY:``),
+        ``Basic base64(KEY)`` and ``Basic KEY``, as the spec's security schemes say."""
+        if not header:
+            raise errors.unauthorized()
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        candidates: list[str] = []
+        if scheme.lower() == "bearer":
+            candidates = [value]
+        elif scheme.lower() == "basic":
+            candidates = [value, value.removesuffix(":")]
+            for text in (value, value.removesuffix(":")):
+                try:
+                    decoded = base64.b64decode(text, validate=True).decode("utf-8")
+                except (binascii.Error, ValueError):
+                    continue
+                candidates += [decoded, decoded.partition(":")[0]]
+        expected = self.api_key.encode("utf-8")
+        if not any(hmac.compare_digest(c.encode("utf-8"), expected) for c in candidates if c):
+            raise errors.unauthorized()
+
+    def check_account(self) -> None:
+        if not self.cloud.state.settings.account_active:
+            raise errors.account_inactive()
+
+    def record(self, exchange: Exchange) -> None:
+        """Log one request (request log, capture file, test hook); never raises."""
+        try:
+            if self._request_log is not None:
+                self._request_log.append(exchange.log_entry())
+            if self._capture is not None:
+                self._capture.append(self._capture_entry(exchange))
+            if self.on_exchange is not None:
+                self.on_exchange(exchange)
+        except Exception:
+            log.exception("could not record %s %s", exchange.method, exchange.path)
+
+    @staticmethod
+    def _capture_entry(exchange: Exchange) -> dict[str, Any]:
+        entry = exchange.log_entry()
+        raw = exchange.request_body
+        if raw.strip():
+            import json
+
+            try:
+                entry["request_body"] = redact_request(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                entry["request_body_invalid"] = {"bytes": len(raw)}
+        entry["response_body"] = redact_response(exchange.response_body)
+        return entry
+
+    # -- the control endpoint's answers -------------------------------------------------
+
+    def pid_record(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "port": self.port, "url": self.url, "api_url": self.api_url,
+                "state_dir": str(self.store.directory), "started_at": self.started_at,
+                "run_id": self.run_id}
+
+    def clock_info(self) -> dict[str, Any]:
+        clock = self.clock
+        config = clock.to_config() if isinstance(clock, AcceleratedClock) else None
+        return {"now": clock.now(), "speed": self.speed, "config": config,
+                "manual": config is None}
+
+    @property
+    def speed(self) -> float | None:
+        """Simulated seconds per wall second; ``None`` on an injected manual clock."""
+        return self.clock.factor if isinstance(self.clock, AcceleratedClock) else None
+
+    def status(self) -> dict[str, Any]:
+        settings = self.cloud.state.settings
+        uptime = time.monotonic() - self._started_monotonic if self.started_at else 0.0
+        return {
+            **self.pid_record(),
+            "uptime_seconds": round(uptime, 3),
+            "speed": self.speed,
+            "sim_time": self.clock.now(),
+            "clock": self.clock_info()["config"],
+            "boot_seconds": settings.boot_seconds,
+            "terminate_seconds": settings.terminate_seconds,
+            "rate_limit": self.limiter.enabled,
+            "instances": self.cloud.counts(),
+            "warnings": list(self.warnings),
+        }
+
+    def knobs(self) -> dict[str, Any]:
+        settings = self.cloud.state.settings
+        return {
+            "speed": self.speed,
+            "boot_seconds": settings.boot_seconds,
+            "terminate_seconds": settings.terminate_seconds,
+            "ended_visible_seconds": settings.ended_visible_seconds,
+            "default_capacity": settings.default_capacity,
+            "quota_instances": settings.quota_instances,
+            "account_active": settings.account_active,
+            "rate_limit": self.limiter.enabled,
+            **self.faults.settings(),
+        }
+
+    def update_knobs(self, body: Any) -> dict[str, Any]:
+        """Change knobs all at once (every value is checked before any is applied)."""
+        if not isinstance(body, dict) or not body:
+            raise invalid_parameters("give an object of knobs to change",
+                                     f"known: {', '.join(sorted(self.knobs()))}")
+        settings: dict[str, Any] = {}
+        faults: dict[str, Any] = {}
+        speed = None
+        rate_limit = None
+        try:
+            for name, value in body.items():
+                if name == "speed":
+                    if not isinstance(self.clock, AcceleratedClock):
+                        raise ValueError("speed cannot change: this simulator runs on a "
+                                         "manual clock")
+                    speed = check_speed(value)
+                elif name == "rate_limit":
+                    if not isinstance(value, bool):
+                        raise ValueError(f"rate_limit must be true or false, got {value!r}")
+                    rate_limit = value
+                elif name in SETTING_RULES or name == "account_active":
+                    settings[name] = check_setting(name, value)
+                elif name in FAULT_NAMES:
+                    faults[name] = value
+                else:
+                    raise ValueError(f"unknown knob {name!r} (known: "
+                                     f"{', '.join(sorted(self.knobs()))})")
+            from soong_plugins.lambda_labs.simulator.faults import check_fault_setting
+
+            for name, value in faults.items():
+                check_fault_setting(name, value)
+        except ValueError as exc:
+            raise invalid_parameters(str(exc)) from None
+        self.faults.update(faults)
+        if rate_limit is not None:
+            self.limiter.enabled = rate_limit
+        with self.cloud.changing() as state:
+            for name, value in settings.items():
+                setattr(state.settings, name, value)
+            if speed is not None:
+                assert isinstance(self.clock, AcceleratedClock)
+                self.clock = AcceleratedClock(speed, sim_anchor=self.clock.now())
+                self.cloud.clock = self.clock
+                state.clock = self.clock.to_config()
+        if speed is not None and self._profile_path is not None:
+            self.write_profile()
+        return self.knobs()
+
+    def write_profile(self) -> None:
+        """Point soong's ``sim`` profile at this simulator: URL, key and clock."""
+        from soong_core.config import write_config_file
+
+        assert self._profile_path is not None
+        document: dict[str, Any] = {"lambda": {"api_url": self.api_url, "api_key": self.api_key}}
+        if isinstance(self.clock, AcceleratedClock):
+            document["clock"] = self.clock.to_config()
+        try:
+            write_config_file(self._profile_path, document)
+        except Exception as exc:  # a ConfigError or OSError: say which file
+            raise SimulatorError(f"cannot write the profile {self._profile_path}: {exc}") from None

@@ -1,0 +1,94 @@
+"""Authentication, unknown paths and protocol errors: always the API's JSON envelope."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+
+import pytest
+
+from soong_plugins.lambda_labs.simulator.testing import SimHarness
+
+
+def header_forms(key: str) -> list[str]:
+    b64 = base64.b64encode
+    return [f"Bearer {key}", f"Basic {b64(f'{key}:'.encode()).decode()}",
+            f"Basic {b64(key.encode()).decode()}", f"Basic {key}", f"bearer {key}"]
+
+
+def test_every_auth_form_of_the_spec_is_accepted(sim: SimHarness) -> None:
+    for header in header_forms(sim.api_key):
+        reply = sim.api("GET", "/instances", auth=False, headers={"Authorization": header})
+        assert reply.status == 200, header
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer wrong-key", "Token {key}",
+                                    "Basic !!!", "Bearer {key}x", "Basic {key}x:"])
+def test_a_missing_or_wrong_key_is_401_with_the_api_error(sim: SimHarness,
+                                                          header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header.format(key=sim.api_key)}
+    reply = sim.api("GET", "/instances", auth=False, headers=headers)
+    assert (reply.status, reply.error_code) == (401, "global/invalid-api-key")
+    assert set(reply.body["error"]) == {"code", "message", "suggestion"}
+
+
+def test_the_control_endpoint_needs_the_key_too(sim: SimHarness) -> None:
+    reply = sim.client.request("GET", "/_sim/status", auth=False)
+    assert (reply.status, reply.error_code) == (401, "global/invalid-api-key")
+
+
+def test_unknown_paths_and_methods_are_json_errors(sim: SimHarness) -> None:
+    missing = sim.api("GET", "/no-such-thing", auth=False)
+    assert (missing.status, missing.error_code) == (404, "global/object-does-not-exist")
+    assert sim.client.request("GET", "/", auth=False).status == 404
+    wrong = sim.api("DELETE", "/instances")
+    assert wrong.status == 405 and wrong.headers["Allow"] == "GET"
+    unknown_control = sim.client.request("GET", "/_sim/nope")
+    assert unknown_control.status == 404
+
+
+def raw_exchange(sim: SimHarness, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", sim.simulator.port), timeout=5) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+def test_protocol_errors_and_huge_bodies_get_json_not_html(sim: SimHarness) -> None:
+    too_long = b"GET /api/v1/instances HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    status, headers, body = raw_exchange(sim, too_long)
+    assert status == 431 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "global/invalid-parameters"
+    huge = (b"POST /api/v1/instance-operations/launch HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + sim.api_key.encode() + b"\r\n"
+            b"Content-Length: 999999999\r\n\r\n{")
+    status, headers, body = raw_exchange(sim, huge)
+    assert status == 400 and headers.get("Connection") == "close"
+    assert "more than" in json.loads(body)["error"]["message"]
+
+
+def test_chunked_bodies_are_read(sim: SimHarness) -> None:
+    payload = json.dumps({"name": "chunky", "public_key": sim.api("GET", "/ssh-keys") and
+                          "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+"
+                          "Eslvmtt60T c"}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                      for part in (payload[:10], payload[10:])) + b"0\r\n\r\n"
+    request = (b"POST /api/v1/ssh-keys HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Authorization: Bearer " + sim.api_key.encode() + b"\r\n\r\n" + chunks)
+    status, _, body = raw_exchange(sim, request)
+    assert status == 200 and json.loads(body)["data"]["name"] == "chunky"
+
+
+def test_keep_alive_connections_serve_several_requests(sim: SimHarness) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", sim.simulator.port, timeout=5)
+    try:
+        for _ in range(3):
+            connection.request("GET", "/api/v1/instance-types",
+                                headers={"Authorization": f"Bearer {sim.api_key}"})
+            response = connection.getresponse()
+            assert response.status == 200 and "data" in json.loads(response.read())
+    finally:
+        connection.close()
