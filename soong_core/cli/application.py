@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from importlib import import_module
 from typing import TYPE_CHECKING, Callable
 
 from cleo.application import Application
@@ -20,6 +19,7 @@ from cleo.io.outputs.output import Verbosity
 from cleo.loaders.command_loader import CommandLoader
 
 from soong_core import __version__
+from soong_core.cli import lazy_command
 from soong_core.errors import EXIT_RUNTIME, EXIT_USAGE, SoongError, UsageError
 
 if TYPE_CHECKING:
@@ -45,15 +45,6 @@ COMMANDS: dict[str, str] = {
 """Core command name -> ``module:Class``; the module is imported only when needed."""
 
 
-def _lazy(target: str) -> Callable[[], Command]:
-    module, _, attr = target.partition(":")
-
-    def factory() -> Command:
-        return getattr(import_module(module), attr)()
-
-    return factory
-
-
 class SoongCommandLoader(CommandLoader):
     """Core commands from :data:`COMMANDS`; plugin commands asked for only when needed.
 
@@ -63,7 +54,7 @@ class SoongCommandLoader(CommandLoader):
 
     def __init__(self, app: SoongApplication) -> None:
         self._app = app
-        self._core = {name: _lazy(target) for name, target in COMMANDS.items()}
+        self._core = {name: lazy_command(target) for name, target in COMMANDS.items()}
 
     def _plugin_factories(self) -> dict[str, Callable[[], Command]]:
         registry = self._app.plugins.commands()

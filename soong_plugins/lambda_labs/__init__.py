@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable
 
+from soong_core.cli import lazy_command
 from soong_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -19,21 +19,11 @@ SIM_COMMANDS: dict[str, str] = {
 listed or run, so ``soong --help`` stays fast."""
 
 
-def _lazy(target: str) -> Callable[[], Command]:
-    module, _, attr = target.partition(":")
-
-    def factory() -> Command:
-        command: Command = getattr(import_module(module), attr)()
-        return command
-
-    return factory
-
-
 @hookimpl
 def soong_register_commands(register: Callable[[str, Callable[[], Command]], None]) -> None:
     """The simulator's commands: ``soong sim up``, ``sim status``, ``sim down``."""
     for name, target in SIM_COMMANDS.items():
-        register(name, _lazy(target))
+        register(name, lazy_command(target))
 
 
 @hookimpl
