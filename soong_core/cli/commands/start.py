@@ -106,7 +106,7 @@ class StartCommand(SoongCommand):
         else:
             console.print(f"{instance.id} is {instance.state.value}{where}; it is billing from now.")
             console.print(f"  watch it: soong status --instance-id {instance.id}")
-        console.print(f"  see it:   soong status")
+        console.print("  see it:   soong status")
         console.print(f"  stop it:  soong stop {instance.id}")
 
 
