@@ -153,3 +153,16 @@ def test_a_missing_ssh_key_is_generated(run_cli: Any, cloud: KeyedFakePlugin,
     assert result.exit_code == 0, result.stderr
     assert (soong_env.home / ".ssh" / "soong_key.pub").read_text().startswith("ssh-ed25519 ")
     assert saved(soong_env)["ssh"]["key_name"] == "laptop"
+
+
+def test_under_a_profile_settings_go_to_the_profile(run_cli: Any, cloud: KeyedFakePlugin,
+                                                    soong_env: SoongEnv) -> None:
+    from soong_core.config import profile_path
+
+    write_config_file(profile_path("sim"), {"fakecloud": {"api_key": SECRET}})
+    result = run_cli("--sim configure -n --provider fakecloud --gpu gpu_1x_a10")
+    assert result.exit_code == 0, result.stderr
+    assert not soong_env.config_file.exists()  # the main file never sees the profile's key
+    profile = yaml.safe_load(profile_path("sim").read_text())
+    assert profile["fakecloud"]["api_key"] == SECRET
+    assert profile["defaults"]["gpu"] == "gpu_1x_a10"

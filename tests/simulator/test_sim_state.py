@@ -174,3 +174,19 @@ def test_conformance_checking_catches_a_response_that_breaks_the_spec(
     sim.instance(instance_id)
     assert len(checker.problems) == 1 and "napping" in checker.problems[0]
     checker.problems.clear()  # caught: do not fail this test at teardown
+
+
+def test_writing_the_profile_keeps_the_users_settings(tmp_path: Path) -> None:
+    import yaml
+
+    from soong_core.config import write_config_file
+
+    profile = tmp_path / "profiles" / "sim.yaml"
+    write_config_file(profile, {"defaults": {"gpu": "gpu_1x_a10"},
+                                "lambda": {"api_key": "old", "filesystem_name": "data"}})
+    with Simulator(tmp_path / "state", speed=10, profile_path=profile) as simulator:
+        written = yaml.safe_load(profile.read_text())
+        assert written["defaults"] == {"gpu": "gpu_1x_a10"}
+        assert written["lambda"] == {"api_key": simulator.api_key, "filesystem_name": "data",
+                                     "api_url": simulator.api_url}
+        assert written["clock"]["factor"] == 10

@@ -26,7 +26,9 @@ class ConfigureCommand(SoongCommand):
             "<comment>-n</comment> nothing is asked: flags set values and everything else "
             "stays as it is. The API key is never taken as an argument (process lists and "
             "shell history would show it): type it at the hidden prompt, or pipe it with "
-            "<comment>--api-key-stdin</comment>, or set the provider's environment variable.")
+            "<comment>--api-key-stdin</comment>, or set the provider's environment variable."
+            "\n\nWith <comment>--profile NAME</comment> (or <comment>--sim</comment>) the "
+            "settings are saved in that profile instead of the main config file.")
     options: ClassVar[list[Option]] = [
         option("provider", description="Provider to use (default: defaults.provider).", flag=False),
         option("api-key-stdin", description="Read the provider API key from standard input."),
@@ -49,7 +51,7 @@ class ConfigureCommand(SoongCommand):
     ]
 
     def handle(self) -> int:
-        from soong_core.config import config_path, save_values
+        from soong_core.config import config_path, profile_path, save_values
 
         self._values: dict[str, Any] = {}
         config = self.config
@@ -63,9 +65,12 @@ class ConfigureCommand(SoongCommand):
             self._ssh_key(soong)
         self._catalogue_choices(soong, types)
         self._limits(soong, types)
-        saved = save_values(self.app.config_path, self._values, plugins=self.plugins,
+        # Under --profile (--sim) the answers belong to that profile, not to the main
+        # file: the simulator's key must never end up where the real one lives.
+        path = (profile_path(self.app.profile) if self.app.profile
+                else config_path(self.app.config_path))
+        saved = save_values(path, self._values, plugins=self.plugins,
                             partial_plugins=self.app.no_plugins)
-        path = config_path(self.app.config_path)
         self.line(f"<info>saved</info> {len(self._values)} settings in {path} (mode 0600)")
         self.line(f"  provider {provider_name}, GPU {saved.get('defaults.gpu') or '(none)'}, "
                   f"region {saved.get('defaults.region') or '(any)'}")

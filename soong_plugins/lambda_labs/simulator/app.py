@@ -463,12 +463,21 @@ class Simulator:
 
     def write_profile(self) -> None:
         """Point soong's ``sim`` profile at this simulator: URL, key and clock."""
-        from soong_core.config import write_config_file
+        from soong_core.config import read_config_file, write_config_file
+        from soong_core.errors import ConfigError
 
         assert self._profile_path is not None
-        document: dict[str, Any] = {"lambda": {"api_url": self.api_url, "api_key": self.api_key}}
+        try:  # keep what the user put there (`soong --sim configure` writes defaults)
+            document: dict[str, Any] = read_config_file(self._profile_path) or {}
+        except ConfigError:
+            document = {}  # unreadable: nothing in it can be kept
+        section = document.get("lambda")
+        document["lambda"] = {**(section if isinstance(section, dict) else {}),
+                              "api_url": self.api_url, "api_key": self.api_key}
         if isinstance(self.clock, AcceleratedClock):
             document["clock"] = self.clock.to_config()
+        else:
+            document.pop("clock", None)
         try:
             write_config_file(self._profile_path, document)
         except Exception as exc:  # a ConfigError or OSError: say which file
