@@ -190,3 +190,17 @@ def test_writing_the_profile_keeps_the_users_settings(tmp_path: Path) -> None:
         assert written["lambda"] == {"api_key": simulator.api_key, "filesystem_name": "data",
                                      "api_url": simulator.api_url}
         assert written["clock"]["factor"] == 10
+
+
+def test_a_restart_keeps_the_port_when_it_is_free(tmp_path: Path) -> None:
+    import socket
+
+    profile = tmp_path / "profiles" / "sim.yaml"
+    with Simulator(tmp_path / "state", profile_path=profile) as first:
+        port = first.port
+    with Simulator(tmp_path / "state", profile_path=profile) as second:
+        assert second.port == port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        with Simulator(tmp_path / "state", profile_path=profile) as third:
+            assert third.port != port  # taken meanwhile: another free port, no error

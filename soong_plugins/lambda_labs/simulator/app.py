@@ -16,6 +16,7 @@ kept in the state, so a restarted simulator, the CLI and every agent derive the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import binascii
 import errno
 import hmac
@@ -222,8 +223,13 @@ class Simulator:
         """Open the listening socket (port 0: a free one); errors are one line."""
         if self._server is not None:
             return
+        previous = self._previous_port()
+        if previous:
+            with contextlib.suppress(OSError):  # taken meanwhile: any free port will do
+                self._server = SimulatorHTTPServer((self.host, previous), self)
         try:
-            self._server = SimulatorHTTPServer((self.host, self.requested_port), self)
+            if self._server is None:
+                self._server = SimulatorHTTPServer((self.host, self.requested_port), self)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise SimulatorError(f"port {self.requested_port} on {self.host} is already in "
@@ -246,6 +252,24 @@ class Simulator:
         except SimulatorError:
             self.close()
             raise
+
+    def _previous_port(self) -> int | None:
+        """With no port asked for, the one the profile names: a restarted simulator keeps
+        its URL, so the profile, scripts and curl lines that use it keep working."""
+        if self.requested_port or self._profile_path is None:
+            return None
+        from urllib.parse import urlsplit
+
+        from soong_core.config import read_config_file
+        from soong_core.errors import ConfigError
+
+        try:
+            document = read_config_file(self._profile_path) or {}
+            url = (document.get("lambda") or {}).get("api_url") or ""
+            parts = urlsplit(str(url))
+            return parts.port if parts.hostname == self.host else None
+        except (ConfigError, ValueError, AttributeError):
+            return None
 
     def start(self) -> Simulator:
         """Bind and serve from a background thread; returns self."""
