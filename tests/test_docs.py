@@ -37,8 +37,12 @@ def test_every_hook_has_a_test(hook: str) -> None:
     assert users, f"no test mentions {hook}"
 
 
-def test_every_core_command_group_has_a_page() -> None:
-    for name in COMMANDS:
+def test_every_command_group_has_a_page() -> None:
+    """Core commands and those the built-in plugins add (``soong sim ...``)."""
+    from soong_core.plugins import make_plugins
+
+    builtin = make_plugins(entry_points=False, disabled=()).commands().names()
+    for name in [*COMMANDS, *builtin]:
         group = name.split()[0]
         page = DOCS / "commands" / f"{group}.md"
         assert page.is_file(), f"docs/commands/{group}.md is missing"
