@@ -36,7 +36,7 @@ def test_start_shows_the_panel_launches_and_waits(run_cli: Any, cloud: FakeProvi
     result = run_cli("start -y --hours 3 --name exp --model llama-3-8b")
     assert result.exit_code == 0, result.stderr
     for text in ("gpu_1x_a10", "$0.75/hr", "3 h = $2.25", "8 h = $6.00", "nothing on it survives",
-                 "$0.00 committed this month (no cap)", "llama-3-8b", "is active at 198.51.100.",
+                 "$0.00 committed this month (no cap)", "llama-3-8b", "is active at 198.51.100.", "ssh -i ~/.ssh/id_ed25519 ubuntu@198.51.100.",
                  "soong stop fake-0001"):
         assert text in result.stdout, text
     assert "launching gpu_1x_a10..." in result.stderr  # phases on stderr when not a terminal

@@ -102,7 +102,9 @@ class StartCommand(SoongCommand):
         where = f" in {instance.region}" if instance.region else ""
         if waited:
             console.print(f"[green]{instance.id} is active[/] at {instance.ip}{where}.")
-            console.print(f"  connect:  soong ssh {instance.id}")
+            ssh = self.soong.config.get("ssh") or {}
+            key = f"-i {ssh['key_path']} " if ssh.get("key_path") else ""
+            console.print(f"  connect:  ssh {key}{ssh.get('user') or 'ubuntu'}@{instance.ip}")
         else:
             console.print(f"{instance.id} is {instance.state.value}{where}; it is billing from now.")
             console.print(f"  watch it: soong status --instance-id {instance.id}")
