@@ -192,7 +192,7 @@ def test_registry_errors_name_the_plugin(register_plugin: Any, plugins: Plugins)
         "notaprovider", lambda config: object())), "wrongtype")
     with pytest.raises(PluginError, match="plugin 'wrongtype': provider 'notaprovider' is a object"):
         plugins.providers().create("notaprovider", {})
-    with pytest.raises(UsageError, match=r"unknown provider 'nope' \(known: notaprovider\)"):
+    with pytest.raises(UsageError, match=r"unknown provider 'nope' \(known: lambda, notaprovider\)"):
         plugins.providers().get("nope")
 
 

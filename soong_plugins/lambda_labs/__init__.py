@@ -1,4 +1,9 @@
-"""Built-in plugin ``lambda_labs``: the Lambda Cloud provider and its simulator."""
+"""Built-in plugin ``lambda_labs``: the Lambda Cloud provider and its simulator.
+
+Import-light on purpose: this module is loaded whenever soong starts, so requests,
+urllib3 and the client are imported only inside the provider factory, when a command
+first needs the provider (see docs/lambda.md).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from soong_core.hookspecs import hookimpl
 if TYPE_CHECKING:
     from cleo.commands.command import Command
 
+    from soong_core.interfaces import Provider
+
 SIM_COMMANDS: dict[str, str] = {
     "sim up": "soong_plugins.lambda_labs.commands.sim_up:SimUpCommand",
     "sim status": "soong_plugins.lambda_labs.commands.sim_status:SimStatusCommand",
@@ -17,6 +24,18 @@ SIM_COMMANDS: dict[str, str] = {
 }
 """``soong sim ...`` -> ``module:Class``; a module is imported only when its command is
 listed or run, so ``soong --help`` stays fast."""
+
+
+def _make_provider(config: Any) -> Provider:
+    from soong_plugins.lambda_labs.provider import LambdaProvider
+
+    return LambdaProvider.from_config(config)
+
+
+@hookimpl
+def soong_register_providers(register: Callable[[str, Callable[[Any], Provider]], None]) -> None:
+    """Provider ``lambda``: Lambda Cloud's API (or the simulator's, with ``--sim``)."""
+    register("lambda", _make_provider)
 
 
 @hookimpl

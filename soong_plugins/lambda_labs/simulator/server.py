@@ -91,6 +91,19 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
             else:
                 self._connections.discard(connection)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away before its answer (it timed out, it was killed) is
+        normal for a server clients give up on: no traceback for it. Anything else is
+        logged as a simulator bug (socketserver would print it to stderr)."""
+        import sys
+
+        error = sys.exc_info()[1]
+        if isinstance(error, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            log.debug("client %s went away before its answer", client_address)
+            return
+        log.error("simulator error serving %s: %s: %s", client_address,
+                  type(error).__name__, error)
+
     def close_connections(self) -> None:
         self.stopping = True
         with self._connections_lock:

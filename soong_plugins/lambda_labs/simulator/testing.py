@@ -77,6 +77,30 @@ class ConformanceChecker:
                                      f"{entry['status']}: " + "; ".join(found))
 
 
+def request_problems(capture: str | Path, *, allow_429: bool = False) -> list[str]:
+    """What is wrong with the requests a client sent, from a capture file: any path,
+    query or body the spec does not allow, and any 429 unless ``allow_429`` (a client
+    with a working rate limiter never makes the server refuse it)."""
+    from soong_plugins.lambda_labs.simulator.requestlog import read_lines
+
+    validator = spec_validator()
+    problems = []
+    for entry in read_lines(capture):
+        if entry.get("kind") == "control":
+            continue
+        where = f"{entry['method']} {entry['path']}"
+        if "request_body_invalid" in entry:
+            problems.append(f"{where}: the body is not JSON")
+        found = (validator.validate_request(entry["method"], entry["path"],
+                                            entry.get("request_body"))
+                 + validator.validate_query(entry["method"], entry["path"],
+                                            entry.get("query") or {}))
+        problems += [f"{where}: {p}" for p in found]
+        if entry.get("status") == 429 and not allow_429:
+            problems.append(f"{where}: answered 429 (the client outran the rate limit)")
+    return problems
+
+
 DEFAULT_KEY_NAME = "sim-test-key"
 DEFAULT_PUBLIC_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+"
                       "Eslvmtt60T sim-test")

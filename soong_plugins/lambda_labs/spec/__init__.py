@@ -154,6 +154,29 @@ class SpecValidator:
                            "application/json", "schema")
         return self._errors(pointer, body)
 
+    def validate_query(self, method: str, path: str, query: Mapping[str, Any]) -> list[str]:
+        """Problems with a request's query string (``{name: value}``): each name must be
+        a query parameter of the operation, each value valid for its schema, and every
+        required one present."""
+        op = self.find(method, path)
+        if op is None:
+            return [f"{method.upper()} {path} is not an operation of the spec"]
+        declared = self.spec["paths"][op.template][op.method].get("parameters", [])
+        parameters = {p["name"]: (index, p) for index, p in enumerate(declared)
+                      if p.get("in") == "query"}
+        problems = [f"{op.operation_id} has no query parameter {name!r}"
+                    for name in query if name not in parameters]
+        problems += [f"{op.operation_id} requires query parameter {name!r}"
+                     for name, (_, p) in parameters.items()
+                     if p.get("required") and name not in query]
+        for name, value in query.items():
+            if name in parameters and "schema" in parameters[name][1]:
+                pointer = _pointer("paths", op.template, op.method, "parameters",
+                                   str(parameters[name][0]), "schema")
+                problems += [f"query {name}: {problem}"
+                             for problem in self._errors(pointer, value)]
+        return problems
+
     def validate_response(self, method: str, path: str, status: int, body: Any) -> list[str]:
         """Problems with a response (``body`` parsed from JSON) to ``method path``."""
         op = self.find(method, path)

@@ -1,0 +1,49 @@
+"""Launch requests checked against the spec's ``InstanceLaunchRequest`` before sending.
+
+A request the API would refuse with ``global/invalid-parameters`` is refused here
+instead, as a usage error naming the field: the user learns what to change without a
+round trip (and a launch token, one per 12 seconds) spent on it.
+
+Standard library and the core only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from soong_core.errors import UsageError
+from soong_core.models import LaunchRequest
+
+HOSTNAME = re.compile(r"^[a-z0-9][0-9a-z-]{0,62}$")
+TAG_KEY = re.compile(r"^[a-z][a-z0-9-:]+$")
+TAG_KEY_MAX = 55
+TAG_VALUE_MAX = 128
+NAME_MAX = 64
+USER_DATA_MAX = 1_000_000
+"""The spec's "cannot exceed 1MB", read as 10^6 bytes of UTF-8 (the stricter reading)."""
+
+
+def check_launch(request: LaunchRequest, tags: dict[str, str]) -> None:
+    """Raise :class:`UsageError` for the first field the spec does not allow."""
+    if len(request.ssh_key_names) != 1:
+        raise UsageError(f"Lambda Cloud launches with exactly one SSH key, not "
+                         f"{len(request.ssh_key_names)}",
+                         hints=["set one with `soong configure` (ssh.key_name)"])
+    if request.hostname is not None and not HOSTNAME.match(request.hostname):
+        raise UsageError(f"hostname {request.hostname!r} is not allowed: lower-case letters, "
+                         "digits and '-', at most 63, not starting with '-'")
+    if request.name is not None and len(request.name) > NAME_MAX:
+        raise UsageError(f"name is {len(request.name)} characters: at most {NAME_MAX}")
+    for key, value in tags.items():
+        if not TAG_KEY.match(key) or len(key) > TAG_KEY_MAX:
+            raise UsageError(f"tag key {key!r} is not allowed: it must match "
+                             f"{TAG_KEY.pattern} and be at most {TAG_KEY_MAX} characters")
+        if len(value) > TAG_VALUE_MAX:
+            raise UsageError(f"tag {key!r}: value is {len(value)} characters, at most "
+                             f"{TAG_VALUE_MAX}")
+    user_data = request.user_data
+    if user_data is not None and len(user_data.encode("utf-8")) > USER_DATA_MAX:
+        raise UsageError(f"user_data is {len(user_data.encode('utf-8'))} bytes: Lambda Cloud "
+                         f"takes at most {USER_DATA_MAX} (1 MB)",
+                         hints=["a plugin's launch contribution is too big: `soong plugins` "
+                                "lists them"])

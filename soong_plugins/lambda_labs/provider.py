@@ -1,0 +1,357 @@
+"""``LambdaProvider``: soong's Provider interface over the Lambda Cloud API.
+
+What it adds to the client (:mod:`.client`):
+
+* the catalogue through the disk cache (:mod:`.cache`), with the fallbacks that keep
+  estimates working when the pricing call fails: the last cached catalogue, else the
+  bundled price list, each marked in the types' descriptions and in a warning;
+* capacity failover: a launch tries ``request.regions`` in order, only those where
+  every requested filesystem lives, moving on when one answers "insufficient capacity",
+  and says where it landed;
+* the mapping of everything onto soong's models (:mod:`.convert`).
+
+Lambda Cloud cannot stop an instance (only terminate it, which deletes its disk), and
+soong does not manage its firewall: both are declared in ``unsupported``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from soong_core.interfaces import Capability, Provider
+from soong_core.models import (
+    TAG_LAUNCH_ID,
+    Filesystem,
+    Image,
+    Instance,
+    InstanceState,
+    InstanceType,
+    LaunchRequest,
+    Region,
+    SshKey,
+    format_timestamp,
+)
+from soong_plugins.lambda_labs import bundled, convert, errors
+from soong_plugins.lambda_labs.cache import TTL, TypeCache
+from soong_plugins.lambda_labs.checks import check_launch
+from soong_plugins.lambda_labs.client import LambdaClient, Launched
+from soong_plugins.lambda_labs.redact import get_logger
+from soong_plugins.lambda_labs.transport import ProcessState, Transport
+
+log = get_logger()
+
+DEFAULT_API_URL = "https://cloud.lambda.ai/api/v1"
+FALLBACK_ERRORS = (errors.ProviderUnavailableError, errors.RateLimitedError,
+                   errors.ApiTimeoutError, errors.UnexpectedReplyError)
+"""Failures of the pricing call after which estimates use a cached or bundled price
+list. Not among them: a refused key or an inactive account (``configure`` proves a key
+by listing types, and must hear it), and an unreachable host (nothing else would work
+either, and saying so is more useful than stale prices)."""
+
+
+LAUNCH_GRACE_SECONDS = 60.0
+"""How long after launching it a 404 for an instance means "not listed yet" (wall s)."""
+MEMO_SECONDS = 5.0
+"""Within one process the catalogue is reused this long, so the several questions of one
+command (type, price, regions) cost one request, and a poll every 10 s is always live."""
+
+
+class LambdaProvider(Provider):
+    """Lambda Cloud. Build it with :meth:`from_config` (what the plugin's factory does)."""
+
+    name = "lambda"
+    credential_key = "lambda.api_key"
+    filesystem_key = "lambda.filesystem_name"
+    unsupported: ClassVar[Mapping[Capability, str]] = {
+        Capability.STOP: "Lambda Cloud can only terminate an instance, which deletes its "
+                         "local disk (attach a filesystem to keep files)",
+        Capability.FIREWALL: "soong does not manage Lambda Cloud firewall rules: edit them in "
+                             "the dashboard (a launch may name existing rulesets)",
+    }
+
+    endpoint: str
+
+    def __init__(self, api_url: str = DEFAULT_API_URL, api_key: str | None = None, *,
+                 filesystem_name: str | None = None, cache_dir: Path | None = None,
+                 state: ProcessState | None = None, cache_ttl: float | None = None) -> None:
+        self.endpoint = api_url.rstrip("/")
+        self.default_filesystem = filesystem_name
+        self._key = api_key
+        self.client = LambdaClient(Transport(self.endpoint, api_key, state=state))
+        self.cache = TypeCache(self.endpoint, cache_dir,
+                               ttl=TTL if cache_ttl is None else cache_ttl)
+        self._types: list[InstanceType] | None = None
+        self._types_data: dict[str, Any] | None = None
+        self._types_at = float("-inf")
+        self._recent: dict[str, tuple[float, Instance]] = {}
+        self.catalogue_source = "none"
+        """Where the last catalogue came from: ``live``, ``cache`` (fresh, within the
+        TTL), ``stale-cache`` or ``bundled`` (the pricing call failed)."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LambdaProvider:
+        section = config.get("lambda") or {}
+        return cls(section.get("api_url") or DEFAULT_API_URL, section.get("api_key"),
+                   filesystem_name=section.get("filesystem_name"))
+
+    def __repr__(self) -> str:
+        return f"LambdaProvider({self.endpoint!r})"
+
+    # -- catalogue -------------------------------------------------------------------------
+
+    def list_instance_types(self) -> list[InstanceType]:
+        """Types with prices and capacity: from the disk cache within its TTL (the first
+        call of a process), else live. A process that asks again (``--wait-for-capacity``
+        polls) gets a live answer once :data:`MEMO_SECONDS` have passed."""
+        if self._types is not None and self.cache.now() - self._types_at < MEMO_SECONDS:
+            return list(self._types)  # a fallback too: one command waits for retries once
+        if self._types is None:
+            cached = self.cache.fresh(self._key)
+            if cached is not None:
+                self._keep(cached.data, "cache", convert.instance_types(cached.data))
+                return list(self._types or [])
+        return self._fetch_types()
+
+    def _fetch_types(self) -> list[InstanceType]:
+        try:
+            data = self.client.instance_types()
+        except FALLBACK_ERRORS as exc:
+            return self._fallback_types(exc)
+        if not isinstance(data, dict):
+            data = {}
+        self.cache.save(data, self._key)
+        self._keep(data, "live", convert.instance_types(data))
+        return list(self._types or [])
+
+    def _keep(self, data: dict[str, Any], source: str, types: list[InstanceType]) -> None:
+        self._types_data, self.catalogue_source, self._types = data, source, types
+        self._types_at = self.cache.now()
+
+    def _expire_types(self) -> None:
+        """Capacity just proved wrong: the next question asks the API."""
+        self.cache.expire()
+        self._types_at = float("-inf")
+
+    def _fallback_types(self, exc: errors.LambdaError) -> list[InstanceType]:
+        cached = self.cache.load()
+        if cached is not None:
+            when = format_timestamp(cached.fetched_at)
+            note = f"cached price list from {when}; capacity unknown"
+            log.warning("could not get Lambda Cloud's prices (%s): estimates use the price "
+                        "list cached at %s", exc.message, when)
+            self._keep(cached.data, "stale-cache", convert.instance_types(cached.data, note))
+        else:
+            data = bundled.instance_types_payload()
+            note = f"bundled price list of {bundled.PRICES_AS_OF}; capacity unknown"
+            log.warning("could not get Lambda Cloud's prices (%s): estimates use soong's "
+                        "bundled price list of %s", exc.message, bundled.PRICES_AS_OF)
+            self._keep(data, "bundled", convert.instance_types(data, note))
+        return list(self._types or [])
+
+    def _prices(self) -> dict[str, int]:
+        """Type -> cents per hour from whatever catalogue is at hand, with no request."""
+        if self._types is None:
+            cached = self.cache.load()
+            types = convert.instance_types(cached.data if cached else
+                                           bundled.instance_types_payload())
+        else:
+            types = self._types
+        return {t.name: t.price_cents_per_hour for t in types}
+
+    def list_regions(self) -> list[Region]:
+        """Every region code the API accepts (no request), with descriptions from the
+        last catalogue where it named them."""
+        return convert.regions(bundled.REGIONS, convert.regions_seen(self._types_data or {}))
+
+    def list_images(self) -> list[Image]:
+        return convert.images(self.client.images())
+
+    # -- instances -------------------------------------------------------------------------
+
+    def list_instances(self) -> list[Instance]:
+        """Everything the API lists, ended instances included (they stay listed a while,
+        and ``preempted`` there is how soong learns the provider ended one)."""
+        return convert.instances(self.client.instances(), self._prices())
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """``GET /instances/{id}``; ``None`` when the API does not know it (404), except
+        right after this provider launched it: an API may list a new instance a moment
+        after answering the launch, and "vanished while booting" would be a false alarm."""
+        data = self.client.instance(instance_id)
+        if isinstance(data, dict) and data.get("id"):
+            return convert.instance(data, self._prices())
+        launched = self._recent.get(instance_id)
+        if launched is not None and time.monotonic() - launched[0] < LAUNCH_GRACE_SECONDS:
+            log.debug("instance %s is not listed yet, %.0fs after its launch", instance_id,
+                      time.monotonic() - launched[0])
+            return launched[1]
+        return None
+
+    def launch(self, request: LaunchRequest) -> Instance:
+        """Launch in the first of ``request.regions`` that has capacity (see the module)."""
+        tags = dict(request.tags)
+        launch_id = tags.setdefault(TAG_LAUNCH_ID, uuid.uuid4().hex)
+        check_launch(request, tags)
+        regions = self._regions_for(request)
+        tried: list[str] = []
+        for region in regions:
+            body = convert.launch_body(request, region, tags)
+            action = f"launching {request.type_name} in {region}"
+            try:
+                launched = self.client.launch(body, launch_id, action=action, region=region)
+            except errors.NotFoundError as exc:
+                raise errors.NotFoundError(
+                    exc.message, code=exc.code, status=exc.status, detail=exc.detail,
+                    hints=["something the launch names does not exist: `soong configure` "
+                           "registers your SSH key (ssh.key_name); `soong start --filesystem` "
+                           "creates a filesystem"]) from None
+            except errors.InsufficientCapacityError:
+                tried.append(region)
+                self._expire_types()
+                if region != regions[-1]:
+                    log.info("no capacity for %s in %s: trying %s", request.type_name, region,
+                             regions[regions.index(region) + 1])
+                continue
+            if tried:
+                log.warning("no capacity for %s in %s: launched in %s instead",
+                            request.type_name, ", ".join(tried), region)
+            return self._launched(request, launched, region, tags, tried)
+        raise self._no_capacity(request.type_name, tried)
+
+    def _regions_for(self, request: LaunchRequest) -> list[str]:
+        """``request.regions`` in order, keeping only those where every requested
+        filesystem lives (a filesystem is bound to its region)."""
+        regions = list(dict.fromkeys(request.regions))
+        if not regions:
+            wanted = [t for t in self.list_instance_types() if t.name == request.type_name]
+            regions = list(wanted[0].regions_with_capacity) if wanted else []
+            if not regions:
+                raise self._no_capacity(request.type_name, [])
+        if not request.filesystem_names:
+            return regions
+        found = {fs.name: fs for fs in self.list_filesystems()}
+        for name in request.filesystem_names:
+            if name not in found:
+                raise errors.NotFoundError(
+                    f"no filesystem named {name} on Lambda Cloud",
+                    hints=[f"create it with `soong start --filesystem {name}` (it offers to), "
+                           "or attach none"])
+        usable = [r for r in regions
+                  if all(found[name].region == r for name in request.filesystem_names)]
+        if not usable:
+            name = request.filesystem_names[0]
+            raise errors.FilesystemWrongRegionError(
+                f"filesystem {name} is in {found[name].region}, not in {', '.join(regions)}",
+                hints=[f"launch there with --region {found[name].region}, or without the "
+                       "filesystem"])
+        skipped = [r for r in regions if r not in usable]
+        if skipped:
+            log.info("skipping %s: the filesystem is not there", ", ".join(skipped))
+        return usable
+
+    def _launched(self, request: LaunchRequest, launched: Launched, region: str,
+                  tags: Mapping[str, str], tried: Sequence[str]) -> Instance:
+        """The new instance as far as known without another request (the launch answer
+        holds only its id); waiting for it fetches the rest."""
+        extra: dict[str, Any] = {"launch_attempts": launched.attempts}
+        if launched.adopted:
+            extra["adopted"] = True
+        if tried:
+            extra["regions_without_capacity"] = list(tried)
+        instance = Instance(
+            id=launched.instance_id, state=InstanceState.BOOTING, provider=self.name,
+            name=request.name, type_name=request.type_name, region=region,
+            price_cents_per_hour=self._prices().get(request.type_name),
+            hostname=request.hostname, ssh_key_names=tuple(request.ssh_key_names),
+            filesystem_names=tuple(request.filesystem_names), tags=dict(tags), extra=extra)
+        self._recent[instance.id] = (time.monotonic(), instance)
+        return instance
+
+    def _no_capacity(self, type_name: str, tried: Sequence[str]) -> errors.InsufficientCapacityError:
+        where = ", ".join(tried) if tried else "any region"
+        elsewhere: list[str] = []
+        try:
+            types = self._fetch_types()
+            elsewhere = [r for t in types if t.name == type_name
+                         for r in t.regions_with_capacity if r not in tried]
+        except errors.LambdaError:
+            pass
+        hint = (f"try --region {elsewhere[0]}" + (f" (also: {', '.join(elsewhere[1:])})"
+                                                  if elsewhere[1:] else "")
+                if elsewhere else "try --region with another region")
+        error = errors.InsufficientCapacityError(
+            f"capacity gone in {where}: no {type_name} could be launched",
+            hints=[f"{hint}, or --wait-for-capacity"],
+            code="instance-operations/launch/insufficient-capacity", status=400)
+        error.regions = tuple(tried)
+        return error
+
+    def terminate(self, instance_ids: Sequence[str]) -> list[Instance]:
+        """One batched call; ids that ended meanwhile are dropped and the rest retried."""
+        if not instance_ids:
+            return []
+        return convert.instances(self.client.terminate(instance_ids), self._prices())
+
+    def restart(self, instance_ids: Sequence[str]) -> list[Instance]:
+        return convert.instances(self.client.restart(instance_ids), self._prices())
+
+    # -- SSH keys --------------------------------------------------------------------------
+
+    def list_ssh_keys(self) -> list[SshKey]:
+        return convert.ssh_keys(self.client.ssh_keys())
+
+    def add_ssh_key(self, name: str, public_key: str | None = None) -> SshKey:
+        """Add ``public_key`` (or have Lambda generate a pair: the private key is in the
+        result, once). A key of that name with the same public key counts as added: it
+        is what a retried request whose first answer was lost finds."""
+        try:
+            data = self.client.add_ssh_key(name, public_key)
+        except (errors.DuplicateError, errors.InvalidParametersError) as exc:
+            # The simulator answers a taken name with invalid-parameters, the API may say
+            # duplicate: either way, look at what is there.
+            existing = [k for k in self.list_ssh_keys() if k.name == name]
+            if public_key and existing and _same_key(existing[0].public_key, public_key):
+                return existing[0]
+            if existing:
+                raise errors.DuplicateError(
+                    f"Lambda Cloud already has an SSH key named {name}",
+                    hints=["choose another name, or delete the old key first"],
+                    code=exc.code) from None
+            raise
+        return convert.ssh_key(data if isinstance(data, dict) else {})
+
+    def delete_ssh_key(self, key_id: str) -> None:
+        self.client.delete_ssh_key(key_id)
+
+    # -- filesystems -----------------------------------------------------------------------
+
+    def list_filesystems(self) -> list[Filesystem]:
+        return convert.filesystems(self.client.filesystems())
+
+    def create_filesystem(self, name: str, region: str) -> Filesystem:
+        """Create ``name`` in ``region``; one that already exists there counts as created
+        (a retried request whose first answer was lost finds it)."""
+        try:
+            data = self.client.create_filesystem(name, region)
+        except errors.DuplicateError:
+            for filesystem in self.list_filesystems():
+                if filesystem.name == name and filesystem.region == region:
+                    return filesystem
+            raise
+        return convert.filesystem(data if isinstance(data, dict) else {})
+
+    def delete_filesystem(self, filesystem_id: str) -> None:
+        self.client.delete_filesystem(filesystem_id)
+
+
+def _same_key(a: str, b: str) -> bool:
+    """Public keys compared without their comments."""
+    return a.split()[:2] == b.split()[:2]
+
+
+def provider_from_config(config: Mapping[str, Any]) -> LambdaProvider:
+    """The factory registered as provider ``lambda``."""
+    return LambdaProvider.from_config(config)

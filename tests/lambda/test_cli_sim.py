@@ -1,0 +1,62 @@
+"""The whole user flow as real processes against ``soong sim up`` (rate limits on):
+configure, start, status, stop; every request checked against the spec, and the key
+never in any output."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from soong_core.testing import CliResult, SoongEnv, run_soong
+from soong_plugins.lambda_labs.simulator.requestlog import read_lines
+from soong_plugins.lambda_labs.simulator.testing import (
+    ConformanceChecker,
+    request_problems,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def soong(env: SoongEnv, *args: str) -> CliResult:
+    return run_soong(*args, env=env, timeout=120)
+
+
+def test_configure_start_status_stop_against_sim_up(soong_env: SoongEnv, tmp_path: Path) -> None:
+    capture = tmp_path / "bodies.jsonl"
+    up = soong(soong_env, "sim", "up", "--json", "--speed", "100", "--capture-bodies", str(capture))
+    assert up.exit_code == 0, up.stderr
+    sim: dict[str, Any] = json.loads(up.stdout)
+    runs: list[CliResult] = []
+    try:
+        key_path = soong_env.home / ".ssh" / "id_ed25519"
+        runs.append(soong(soong_env, "--sim", "-vvv", "configure", "-n", "--key-name", "soong",
+                          "--key-path", str(key_path), "--gpu", "gpu_1x_a10",
+                          "--region", "us-east-1"))
+        runs.append(soong(soong_env, "--sim", "-vvv", "start", "-y", "--gpu", "gpu_1x_a10",
+                          "--hours", "2"))
+        runs.append(soong(soong_env, "--sim", "-vvv", "status"))
+        runs.append(soong(soong_env, "--sim", "-vvv", "stop", "--all", "-y"))
+    finally:
+        runs.append(soong(soong_env, "sim", "down"))
+    for run in runs:
+        assert run.exit_code == 0, run.stderr
+    configured, started, status, stopped, _ = runs
+    assert "registered SSH key soong" in configured.stdout
+    assert "is active at 198.18." in started.stdout
+    assert "active" in status.stdout and "gpu_1x_a10" in status.stdout
+    assert "terminated" in stopped.stdout
+    leaked = [r for r in runs if sim["api_key"] in r.stdout + r.stderr]
+    assert leaked == []
+    assert request_problems(capture, allow_429=True) == []
+    checker = ConformanceChecker()
+    checker.check_capture(capture)
+    assert checker.problems == [] and checker.checked > 0
+    statuses = [e["status"] for e in read_lines(capture) if e.get("kind") == "api"]
+    # a new process cannot know what the previous one spent: at most one 429 each, at
+    # its start, answered by waiting Retry-After (never a storm of them)
+    assert all(not (a == 429 and b == 429) for a, b in itertools.pairwise(statuses))
+    assert statuses.count(429) <= len(runs)

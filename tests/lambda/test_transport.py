@@ -1,0 +1,153 @@
+"""HTTP behaviour of the Lambda client: retries, pacing, timeouts, connection errors."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+from requests.adapters import HTTPAdapter
+
+from soong_plugins.lambda_labs import errors, transport
+from soong_plugins.lambda_labs.pacing import GENERAL, LAUNCH, Limiter, VirtualTimer
+from soong_plugins.lambda_labs.provider import LambdaProvider
+from soong_plugins.lambda_labs.simulator.testing import SimHarness
+
+
+def test_requests_are_paced_at_one_per_second_and_the_server_never_says_429(
+        provider: LambdaProvider, cloud: SimHarness, timer: VirtualTimer,
+        api_log: Callable[..., Any]) -> None:
+    for _ in range(6):
+        provider.list_instances()
+    gaps = timer.sleeps
+    assert len(gaps) == 5 and all(g >= 1.0 for g in gaps)
+    assert [e["status"] for e in api_log(cloud)] == [200] * 6  # the audit also checks: no 429
+
+
+def test_a_server_short_of_tokens_answers_429_once_and_retry_after_is_honoured(
+        cloud_factory: Callable[..., SimHarness], timer: VirtualTimer,
+        api_log: Callable[..., Any]) -> None:
+    cloud = cloud_factory(allow_429=True)
+    cloud.api("GET", "/instances")  # another program spends this second's token
+    provider = LambdaProvider(cloud.api_url, cloud.api_key)
+    assert provider.list_instances() == []
+    assert [e["status"] for e in api_log(cloud)] == [200, 429, 200]
+    # Retry-After: 1, then the rest of our own token's second
+    assert timer.sleeps[0] == 1.0 and timer.slept == pytest.approx(1 / GENERAL.rate)
+
+
+def test_5xx_is_retried_with_backoff_then_reported_as_provider_unavailable(
+        provider: LambdaProvider, cloud: SimHarness, timer: VirtualTimer,
+        api_log: Callable[..., Any]) -> None:
+    cloud.control("PATCH", "/knobs", {"error_rate": 1.0, "error_status": 503})
+    with pytest.raises(errors.ProviderUnavailableError) as caught:
+        provider.list_instances()
+    assert caught.value.message == ("Lambda Cloud is unavailable right now: "
+                                    "provider/internal-unavailable (listing instances)")
+    assert caught.value.hints == ("try again shortly",)
+    assert len(api_log(cloud)) == 1 + transport.STATUS_RETRIES
+    # exponential: 0.5 s, 1 s, 2 s... (plus jitter) between attempts
+    least = sum(transport.BACKOFF_BASE * 2 ** i for i in range(transport.STATUS_RETRIES))
+    most = least + transport.STATUS_RETRIES * (transport.JITTER + 1 / GENERAL.rate)
+    assert least <= timer.slept <= most
+
+
+def test_a_transient_5xx_is_invisible(provider: LambdaProvider, cloud: SimHarness,
+                                      api_log: Callable[..., Any]) -> None:
+    cloud.control("PATCH", "/knobs", {"error_rate": 0.5, "fault_seed": 7})
+    for _ in range(4):
+        assert provider.list_instances() == []
+    faults = [e["fault"] for e in api_log(cloud)]
+    assert "error" in faults and faults.count(None) == 4
+
+
+def test_resets_on_reads_are_retried(provider: LambdaProvider, cloud: SimHarness,
+                                     api_log: Callable[..., Any]) -> None:
+    cloud.control("PATCH", "/knobs", {"reset_rate": 0.5, "fault_seed": 3})
+    for _ in range(4):
+        assert provider.list_instances() == []
+    faults = [e["fault"] for e in api_log(cloud)]
+    assert "reset" in faults and faults.count(None) == 4
+
+
+def test_other_4xx_fail_at_once(cloud: SimHarness, api_log: Callable[..., Any]) -> None:
+    provider = LambdaProvider(cloud.api_url, "soong-wrong-key-000000")
+    with pytest.raises(errors.InvalidApiKeyError):
+        provider.list_instances()
+    assert [e["status"] for e in api_log(cloud)] == [401]
+
+
+def test_every_call_has_a_timeout(cloud: SimHarness) -> None:
+    cloud.control("PATCH", "/knobs", {"latency_seconds": 0.2})
+    slow = transport.Transport(cloud.api_url, cloud.api_key, timeout=(2.0, 0.05))
+    with pytest.raises(errors.ApiTimeoutError) as caught:
+        slow.request("GET", "/instances")
+    assert "did not answer within 0.05s" in caught.value.message
+    assert transport.TIMEOUT[0] > 0 and transport.TIMEOUT[1] > 0
+
+
+def test_launch_has_an_adapter_without_retries_and_the_rest_retry_post_too(
+        provider: LambdaProvider) -> None:
+    session = transport.shared().session_for(provider.endpoint)
+    launch = session.get_adapter(provider.endpoint + transport.LAUNCH_PATH)
+    general = session.get_adapter(provider.endpoint + "/instance-operations/terminate")
+    assert isinstance(launch, HTTPAdapter) and isinstance(general, HTTPAdapter)
+    assert launch is not general
+    assert launch.max_retries.total == 0 and launch.max_retries.read is False
+    assert isinstance(general.max_retries, transport.LimitedRetry)
+    assert general.max_retries.status_forcelist == {429, 500, 502, 503, 504}
+    assert "POST" in (general.max_retries.allowed_methods or ())
+    assert general.max_retries.limiter is transport.shared().limiter(provider.endpoint)
+
+
+def test_one_session_per_process_shared_by_providers(cloud: SimHarness) -> None:
+    first = LambdaProvider(cloud.api_url, cloud.api_key)
+    second = LambdaProvider(cloud.api_url + "/", cloud.api_key)
+    first.list_instances()
+    second.list_instances()
+    state = transport.shared()
+    assert state.session is not None and len(state.limiters) == 1
+
+
+def test_missing_key_is_a_config_error_before_any_request(
+        cloud: SimHarness, api_log: Callable[..., Any]) -> None:
+    provider = LambdaProvider(cloud.api_url, None)
+    with pytest.raises(errors.MissingApiKeyError) as caught:
+        provider.list_instances()
+    assert caught.value.message == ("no Lambda Cloud API key: run `soong configure` or set "
+                                    "LAMBDA_API_KEY")
+    assert caught.value.exit_code == 2
+    assert api_log(cloud) == []
+
+
+def test_nothing_listening_on_loopback_means_the_simulator_is_down(
+        cloud: SimHarness, timer: VirtualTimer) -> None:
+    url = cloud.api_url
+    cloud.stop()
+    with pytest.raises(errors.SimulatorNotRunningError) as caught:
+        LambdaProvider(url, cloud.api_key).list_instances()
+    assert caught.value.message == "simulator not running: run `soong sim up`"
+    assert timer.slept == 0  # refused on loopback: not retried, said at once
+
+
+def test_an_unknown_host_is_one_line_naming_it(timer: VirtualTimer) -> None:
+    provider = LambdaProvider("http://soong-test.invalid/api/v1", "soong-test-key-000000")
+    with pytest.raises(errors.ConnectionFailedError) as caught:
+        provider.list_instances()
+    message = caught.value.message
+    assert message == ("cannot reach Lambda Cloud at soong-test.invalid: the host name does not "
+                       "resolve")
+    assert "\n" not in message and "network" in caught.value.hints[0]
+
+
+def test_limiter_buckets_match_the_documented_limits() -> None:
+    timer = VirtualTimer()
+    limiter = Limiter(timer)
+    for _ in range(7):
+        limiter.acquire(launch=True)
+    # five launches back to back (each still a second apart), then one per 12 s: the
+    # sixth a launch interval after the first, the seventh one after the sixth
+    assert timer.sleeps[:4] == [pytest.approx(1 / GENERAL.rate)] * 4
+    assert timer.sleeps[4] == pytest.approx(1 / LAUNCH.rate - 4 / GENERAL.rate)
+    assert timer.sleeps[5] == pytest.approx(1 / LAUNCH.rate)
+    assert 1 / GENERAL.rate > 1.0 and 1 / LAUNCH.rate > 12.0 and LAUNCH.burst == 5
+    assert limiter.waited == pytest.approx(timer.slept)
