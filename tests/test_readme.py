@@ -1,0 +1,44 @@
+"""The README's first command works as written (after its install step) on the simulator."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from soong_core.testing import SoongEnv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def first_command() -> list[list[str]]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    line = next(line.strip() for line in section.splitlines() if line.startswith("    "))
+    steps = [shlex.split(step) for step in line.split("&&")]
+    assert steps[0][:4] == ["python", "-m", "pip", "install"], "the first step installs"
+    return steps[1:]
+
+
+def test_the_readme_main_job_runs_on_the_simulator(soong_env: SoongEnv) -> None:
+    steps = first_command()
+    assert all(step[0] == "soong" for step in steps)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
+    environ.update(soong_env.environ())
+    outputs = []
+    try:
+        for step in steps:
+            done = subprocess.run([sys.executable, "-m", "soong_core", *step[1:]],
+                                  capture_output=True, text=True, env=environ, timeout=120)
+            assert done.returncode == 0, f"{shlex.join(step)} failed:\n{done.stderr}"
+            outputs.append(done.stdout)
+    finally:
+        subprocess.run([sys.executable, "-m", "soong_core", "sim", "down"], env=environ,
+                       capture_output=True, timeout=60)
+    started, status, stopped = outputs[-3:]
+    assert "is active at" in started
+    instance_id = started.split(" is active at", 1)[0].split()[-1]
+    assert instance_id[:8] in status and "lease_expired" in status
+    assert f"{instance_id} terminated" in stopped
