@@ -19,7 +19,6 @@ need them (``soong --help`` must stay fast).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import functools
@@ -29,12 +28,12 @@ import math
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
+from soong_core.files import write_private
 from soong_core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("soong.config")
 
 ENV_PREFIX = "SOONG_"
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 CORE = "core"
 """The owner recorded for the core's own sections."""
 SECRET_MASK = "********"
@@ -991,21 +988,12 @@ def write_config_file(path: Path, document: Mapping[str, Any]) -> None:
     import yaml
 
     target = Path(os.path.realpath(path))
-    _make_parent(target.parent)
     text = yaml.safe_dump(_plain(document), sort_keys=False, default_flow_style=False,
                           allow_unicode=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+        write_private(target, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -1015,17 +1003,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _make_parent(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    try:
-        directory.mkdir(parents=True, mode=DIR_MODE)
-        directory.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
-    except OSError as exc:
-        raise ConfigError(f"cannot create config directory {directory}: "
-                          f"{exc.strerror or exc}") from None
 
 
 def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], *,

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from soong_core.files import write_private
 from soong_plugins.lambda_labs.redact import get_logger
 
 log = get_logger()
@@ -113,10 +113,6 @@ class TypeCache:
         debug line: it saves requests, nothing depends on it."""
         document = {"version": VERSION, "endpoint": self.endpoint, **fields}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=".types-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle)
-            os.replace(temp, self.path)
+            write_private(self.path, json.dumps(document))
         except OSError as exc:
             log.debug("cannot write the type cache %s: %s", self.path, exc)

@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 from soong_plugins.lambda_labs.simulator.client import SimClient, SimUnreachable, UnexpectedReply
 from soong_plugins.lambda_labs.simulator.options import StartOptions
-from soong_plugins.lambda_labs.simulator.store import FILE_MODE, StateStore
+from soong_core.files import FILE_MODE
+from soong_plugins.lambda_labs.simulator.store import StateStore
 
 MODULE = "soong_plugins.lambda_labs.simulator"
 START_TIMEOUT = 30.0

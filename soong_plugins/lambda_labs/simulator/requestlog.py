@@ -24,7 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from soong_plugins.lambda_labs.simulator.store import FILE_MODE, make_private_dir
+from soong_core.files import FILE_MODE
+from soong_plugins.lambda_labs.simulator.store import make_private_dir
 
 CAPTURE_ENV = "SOONG_SIM_CAPTURE"
 """Path of a body capture file, for a simulator started by something else (a CLI test)."""

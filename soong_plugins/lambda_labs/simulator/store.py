@@ -21,17 +21,16 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from soong_core.files import private_dir
+from soong_core.files import write_private as write_private_file
 from soong_plugins.lambda_labs.simulator.state import CloudState, StateError
 
 log = logging.getLogger("soong.sim")
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 
 STATE_FILE = "state.json"
 KEY_FILE = "api-key"
@@ -58,33 +57,19 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def make_private_dir(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    if directory.exists():
-        raise StoreError(f"state directory {directory} exists and is not a directory")
     try:
-        directory.mkdir(parents=True, mode=DIR_MODE)
-        directory.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
+        private_dir(directory)
+    except NotADirectoryError:
+        raise StoreError(f"state directory {directory} exists and is not a directory") from None
     except OSError as exc:
         raise StoreError(f"cannot create state directory {directory}: "
                          f"{exc.strerror or exc}") from None
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600."""
+    """Write ``text`` to ``path`` atomically, mode 0600 (see :mod:`soong_core.files`)."""
     make_private_dir(path.parent)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    write_private_file(path, text)
 
 
 def move_aside(path: Path, now: float | None = None) -> Path:

@@ -1,0 +1,49 @@
+"""Private files written atomically: config, profiles, caches, the simulator's state.
+
+Standard library only. A reader never sees half a file (temp file in the same
+directory, fsync, rename), and what may hold a secret is created 0600 in a 0700
+directory from the first byte, never chmod-ed afterwards. Callers turn ``OSError``
+into their own one-line errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) mode 0700 if missing.
+
+    :raises NotADirectoryError: something else sits where it should be.
+    :raises OSError: it cannot be created.
+    """
+    if directory.is_dir():
+        return
+    if directory.exists():
+        raise NotADirectoryError(f"{directory} exists and is not a directory")
+    directory.mkdir(parents=True, mode=DIR_MODE)
+    directory.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically, mode 0600; its directory is created
+    0700 when missing. On any failure the old file is intact and no temp file is left."""
+    private_dir(path.parent)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
