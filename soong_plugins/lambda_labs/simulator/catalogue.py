@@ -11,21 +11,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-REGIONS: dict[str, str] = {
-    "us-east-1": "Virginia, USA",
-    "us-east-3": "Washington DC, USA",
-    "us-west-1": "California, USA",
-    "us-west-2": "Arizona, USA",
-    "us-west-3": "Utah, USA",
-    "us-south-1": "Texas, USA",
-    "us-south-2": "North Texas, USA",
-    "us-midwest-1": "Illinois, USA",
-    "europe-central-1": "Germany",
-    "asia-northeast-1": "Tokyo, Japan",
-    "asia-south-1": "Bangalore, India",
-    "me-west-1": "Israel",
-}
-"""Region name -> description, in the order the API lists them."""
+from soong_plugins.lambda_labs import bundled
+
+SIMULATED_REGIONS = ("us-east-1", "us-east-3", "us-west-1", "us-west-2", "us-west-3",
+                     "us-south-1", "us-south-2", "us-midwest-1", "europe-central-1",
+                     "asia-northeast-1", "asia-south-1", "me-west-1")
+REGIONS: dict[str, str] = {name: bundled.REGIONS[name] for name in SIMULATED_REGIONS}
+"""Region name -> description (the provider's own table, so both agree), in the order
+the API lists them."""
 
 
 @dataclass(frozen=True)
