@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from soong_core.config import profile_path
-from soong_core.testing import CliResult, SoongEnv
+from soong_core.testing import CliResult, SoongEnv, run_soong
 from soong_plugins.lambda_labs.simulator.store import StateStore, default_state_dir
 from soong_plugins.lambda_labs.simulator.testing import DEFAULT_PUBLIC_KEY, ConformanceChecker
 
@@ -27,11 +27,7 @@ pytestmark = pytest.mark.slow
 
 def soong(*args: str, env: SoongEnv, timeout: float = 60) -> CliResult:
     """The real `soong` in a fresh interpreter, with the test's HOME and XDG folders."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
-    environ.update(env.environ())
-    done = subprocess.run([sys.executable, "-m", "soong_core", *args], capture_output=True,
-                          text=True, env=environ, timeout=timeout)
-    return CliResult(done.returncode, done.stdout, done.stderr)
+    return run_soong(*args, env=env, timeout=timeout)
 
 
 def call(url: str, key: str, method: str = "GET", body: Any = None, basic: bool = False
