@@ -120,7 +120,9 @@ class Provider(ABC):
 
     @abstractmethod
     def list_instances(self) -> list[Instance]:
-        """Every instance of the account that is not yet terminated."""
+        """Every instance the provider lists for the account. Recently ended ones may
+        appear with an ended state (``terminated``, ``preempted``): callers filter on
+        ``state.billing``, and history learns from ``preempted``."""
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """One instance, or ``None`` when the provider no longer knows it."""
