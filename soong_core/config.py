@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
-from soong_core.files import write_private
+from soong_core.files import soong_dir, write_private
 from soong_core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
@@ -388,12 +388,7 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
 
     A relative ``XDG_CONFIG_HOME`` is ignored, as the XDG specification says.
     """
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CONFIG_HOME", "")
-    if not base or not os.path.isabs(base):
-        home = env.get("HOME") or os.path.expanduser("~")
-        base = os.path.join(home, ".config")
-    return Path(base) / "soong" / "config.yaml"
+    return soong_dir("config", environ) / "config.yaml"
 
 
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -12,9 +12,32 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+_XDG = {
+    "config": ("XDG_CONFIG_HOME", (".config",)),
+    "data": ("XDG_DATA_HOME", (".local", "share")),
+    "state": ("XDG_STATE_HOME", (".local", "state")),
+    "cache": ("XDG_CACHE_HOME", (".cache",)),
+}
+
+
+def soong_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
+    """soong's folder of an XDG ``kind`` (config, data, state, cache): for example
+    ``$XDG_DATA_HOME/soong``, ``~/.local/share/soong`` without it.
+
+    Read at call time (tests and embedding programs change the environment). A
+    relative or empty value is ignored, as the XDG specification says.
+    """
+    variable, fallback = _XDG[kind]
+    env = os.environ if environ is None else environ
+    base = env.get(variable, "").strip()
+    if not base or not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), *fallback)
+    return Path(base) / "soong"
 
 
 def private_dir(directory: Path) -> None:

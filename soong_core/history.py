@@ -110,11 +110,9 @@ def default_history_path() -> Path:
     Read at call time, not import time, so tests and embedding programs that change
     the environment get the path they set.
     """
-    data_home = os.environ.get("XDG_DATA_HOME", "").strip()
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(data_home) if data_home and os.path.isabs(data_home) else (
-        Path.home() / ".local" / "share")
-    return base / "soong" / FILE_NAME
+    from soong_core.files import soong_dir
+
+    return soong_dir("data") / FILE_NAME
 
 
 def namespace_for(provider_name: str, endpoint: str | None = None) -> str:

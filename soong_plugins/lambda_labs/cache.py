@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from soong_core.files import write_private
+from soong_core.files import soong_dir, write_private
 from soong_plugins.lambda_labs.redact import get_logger
 
 log = get_logger()
@@ -35,11 +34,7 @@ VERSION = 1
 def default_cache_dir(environ: dict[str, str] | None = None) -> Path:
     """``$XDG_CACHE_HOME/soong/lambda`` (``~/.cache/soong/lambda``); a relative
     ``XDG_CACHE_HOME`` is ignored, as the XDG specification says."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME", "").strip()
-    if not base or not os.path.isabs(base):
-        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
-    return Path(base) / "soong" / "lambda"
+    return soong_dir("cache", environ) / "lambda"
 
 
 def fingerprint(key: str | None) -> str | None:

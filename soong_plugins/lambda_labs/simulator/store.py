@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from soong_core.files import private_dir
+from soong_core.files import private_dir, soong_dir
 from soong_core.files import write_private as write_private_file
 from soong_plugins.lambda_labs.simulator.state import CloudState, StateError
 
@@ -48,12 +48,7 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
 
     A relative ``XDG_STATE_HOME`` is ignored, as the XDG specification says.
     """
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_STATE_HOME", "")
-    if not base or not os.path.isabs(base):
-        home = env.get("HOME") or os.path.expanduser("~")
-        base = os.path.join(home, ".local", "state")
-    return Path(base) / "soong" / "sim"
+    return soong_dir("state", environ) / "sim"
 
 
 def make_private_dir(directory: Path) -> None:
