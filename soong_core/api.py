@@ -436,11 +436,19 @@ class Soong:
             raise SoongError(f"no instance {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
                                                               if len(missing) > 1 else ""),
                              hints=["run `soong status` to list instances"])
-        ended = self.provider.terminate(ids)
+        return self.stop_instances([known[i] for i in ids], reason=reason)
+
+    def stop_instances(self, instances: Sequence[Instance], *,
+                       reason: str = Reason.MANUAL.value) -> list[Instance]:
+        """:meth:`stop` for instances the caller has just listed (saves listing them
+        again under the provider's rate limit)."""
+        chosen = list({i.id: i for i in instances}.values())
+        if not chosen:
+            return []
+        ended = self.provider.terminate([i.id for i in chosen])
         now = self.clock.now()
-        for instance_id in ids:
-            instance = known[instance_id]
-            self._record(Event(EventKind.TERMINATE, instance_id, now, provider=self.provider.name,
+        for instance in chosen:
+            self._record(Event(EventKind.TERMINATE, instance.id, now, provider=self.provider.name,
                                reason=reason, type_name=instance.type_name,
                                region=instance.region,
                                cost=costs.accrued(instance.price_cents_per_hour,

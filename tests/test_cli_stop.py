@@ -44,6 +44,8 @@ def test_stop_the_single_running_instance(run_cli: Any, cloud: FakeProvider, plu
     assert "exp" in result.stdout and "$1.50" in result.stdout  # 2 h at $0.75
     assert f"{instance_id} terminated" in result.stdout
     assert terminations(cloud) == [(instance_id,)]
+    # one listing to choose, one to see it gone: no third just to terminate
+    assert [call for call, _ in cloud.calls].count("list_instances") == 2
     with History.open(namespace=namespace_for("fake")) as history:
         [event] = history.events(kinds=[EventKind.TERMINATE])
     assert (event.reason, event.inferred, event.cost) == ("manual", False, event.cost)

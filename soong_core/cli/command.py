@@ -21,7 +21,11 @@ class SoongCommand(Command):
 
     def execute(self, io: IO) -> int:
         self._io = io
-        return self.handle()
+        try:
+            return self.handle()
+        finally:
+            if self._soong is not None:
+                self._soong.close()  # the history database, if the command opened it
 
     @property
     def app(self) -> SoongApplication:

@@ -67,13 +67,11 @@ class StatusCommand(SoongCommand):
                                      "to the instance table")])
         ref = self.option("instance-id")
 
-        from soong_core.api import Soong
-
-        with Soong(self.config, plugins=self.plugins) as soong:
-            since = soong.clock.now() - hours * 3600
-            if show_history:
-                return self._history(soong, since, ref)
-            return self._instances(soong, since if stopped else None, ref)
+        soong = self.soong
+        since = soong.clock.now() - hours * 3600
+        if show_history:
+            return self._history(soong, since, ref)
+        return self._instances(soong, since if stopped else None, ref)
 
     # -- instances ---------------------------------------------------------------
 

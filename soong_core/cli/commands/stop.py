@@ -57,7 +57,7 @@ class StopCommand(SoongCommand):
         self.confirm_or_exit(f"Terminate {count}? Their local disks are deleted.",
                              yes=self.option("yes"))
         with Phases(self.io, f"terminating {count}") as phases:
-            soong.stop([i.id for i in chosen])
+            soong.stop_instances(chosen)
             if not self.option("no-wait"):
                 soong.wait_until_gone([i.id for i in chosen], on_poll=lambda left: phases.update(
                     f"waiting for {len(left)} to terminate"))
