@@ -39,6 +39,7 @@ def terminations(provider: FakeProvider) -> list[tuple[str, ...]]:
 
 def test_stop_the_single_running_instance(run_cli: Any, cloud: FakeProvider, plugins: Any) -> None:
     instance_id = launch(plugins, "exp")
+    cloud.calls.clear()
     result = run_cli("stop -y")
     assert result.exit_code == 0, result.stderr
     assert "exp" in result.stdout and "$1.50" in result.stdout  # 2 h at $0.75
