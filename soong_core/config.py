@@ -60,19 +60,23 @@ CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
         },
         "lease_hours": {
             "type": "number", "min": 1, "default": 4,
-            "meta": _help("Lease of a new instance, in hours; `soong extend` adds to it."),
+            "meta": _help("Lease of a new instance, in hours. Not yet enforced on the instance: "
+                          "it bills until `soong stop`."),
         },
         "idle_timeout_minutes": {
             "type": "number", "min": 1, "default": 30,
-            "meta": _help("Stop an instance nobody used for this long."),
+            "meta": _help("How long an instance may go unused before it should stop. Not yet "
+                          "enforced: nothing detects idleness yet."),
         },
         "idle_grace_minutes": {
             "type": "number", "min": 0, "default": 10,
-            "meta": _help("After boot, wait this long before the idle timeout may fire."),
+            "meta": _help("After boot, how long before the idle timeout applies (not yet "
+                          "enforced)."),
         },
         "hard_timeout_hours": {
             "type": "number", "min": 1, "default": 8,
-            "meta": _help("Absolute limit from launch, fixed at launch; nothing extends it."),
+            "meta": _help("Absolute limit from launch, fixed at launch; no extension passes it. "
+                          "Not yet enforced on the instance."),
         },
         "gpu": {
             "type": "string", "nullable": True, "default": None,
@@ -92,13 +96,20 @@ CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
         },
         "warn_before_minutes": {
             "type": "number", "min": 0, "default": 10,
-            "meta": _help("Warn this long before an instance is stopped."),
+            "meta": _help("How long before a limit `status` shows it as near (warnings on the "
+                          "instance are not yet built)."),
+        },
+        "ssh_key_name": {
+            "type": "string", "default": "soong",
+            "meta": _help("The name of the public key registered with the provider, "
+                          "authorised on every launch."),
         },
     },
     "budget": {
         "max_dollars": {
             "type": "number", "min": 0, "nullable": True, "default": None,
-            "meta": _help("Spending cap per period across all instances; null: no cap."),
+            "meta": _help("Spending cap per period across all instances, checked at launch and "
+                          "extension (it never stops an instance); null: no cap."),
         },
         "period": {
             "type": "string", "allowed": ["day", "week", "month", "none"], "default": "month",
@@ -125,6 +136,14 @@ CORE_SCHEMA["clock"] = {
     },
 }
 """The core's sections: ``{section: {key: cerberus rules}}``. Defaults live here."""
+
+RENAMED_KEYS: Mapping[str, str] = MappingProxyType({
+    "ssh.key_name": "defaults.ssh_key_name",  # launch needs it with or without fabric_tunnel
+})
+"""Keys that moved, ``{old "section.key": new}``. A file or profile that holds an old key
+still loads (the value is read as the new key, with a warning), ``save_values`` renames
+it in the file it writes, and naming an old key (``soong config set``) is an error that
+says where it went. An old key that the schema knows again is left alone."""
 
 
 # -- where a value came from ------------------------------------------------------------
@@ -223,8 +242,7 @@ class ConfigSchema:
             if isinstance(alias, str) and alias:
                 names.setdefault(alias, key)
         for key in self.keys():
-            section, _, name = key.partition(".")
-            var = f"{ENV_PREFIX}{_env_part(section)}_{_env_part(name)}"
+            var = env_name(key)
             if var in names and names[var] != key:
                 log.warning("config keys %s and %s both read $%s: %s wins", names[var], key,
                             var, names[var])
@@ -250,6 +268,12 @@ def _meta(rules: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _env_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def env_name(key: str) -> str:
+    """``defaults.lease_hours`` -> ``SOONG_DEFAULTS_LEASE_HOURS``."""
+    section, _, name = key.partition(".")
+    return f"{ENV_PREFIX}{_env_part(section)}_{_env_part(name)}"
 
 
 def build_schema(plugins: Plugins | None = None) -> ConfigSchema:
@@ -289,6 +313,107 @@ def _check_plugin_section(section: str, plugin: str, rules: Mapping[str, Any]) -
         detail = " ".join(str(exc).split())
         raise PluginError(f"plugin {plugin!r}: config section {section!r} is not a valid "
                           f"cerberus schema: {detail}") from exc
+
+
+# -- renamed keys --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rename:
+    """An old key (:data:`RENAMED_KEYS`) found in a file, and what became of its value."""
+
+    old: str
+    new: str
+    kept: bool
+    """True: the value now sits under ``new``. False: the file sets ``new`` too, which
+    wins, so the old value was dropped."""
+
+
+def _renames(schema: ConfigSchema) -> list[tuple[str, str]]:
+    """The renames that apply to ``schema``: the new key is known and the old one not."""
+    known = set(schema.keys())
+    return [(old, new) for old, new in RENAMED_KEYS.items()
+            if old not in known and new in known]
+
+
+def _rename_keys(document: dict[str, Any], schema: ConfigSchema) -> list[Rename]:
+    """Move every old key of ``document`` (a file's top level, changed in place) to its
+    new name. A section left empty goes too, so a file whose ``ssh`` section held only
+    ``key_name`` leaves no ``ssh`` behind to be unknown when fabric_tunnel is off. Where
+    a section involved is no mapping, nothing moves: validation reports it (and the old
+    key, by its new name)."""
+    found: list[Rename] = []
+    for old, new in _renames(schema):
+        old_section, _, old_name = old.partition(".")
+        new_section, _, new_name = new.partition(".")
+        values, target = document.get(old_section), document.get(new_section)
+        if not isinstance(values, dict) or old_name not in values:
+            continue
+        if target is not None and not isinstance(target, dict):
+            continue
+        value = values.pop(old_name)
+        if target is None:
+            target = document[new_section] = {}
+        kept = new_name not in target
+        if kept:
+            target[new_name] = value
+        if not values and document.get(old_section) is values:
+            del document[old_section]
+        found.append(Rename(old, new, kept))
+    return found
+
+
+_WARNED: set[str] = set()
+"""Rename warnings already given by this process: ``soong configure`` reads the
+configuration several times, and one line per file and key is enough."""
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+def _warn_renamed(found: Iterable[Rename], path: Path) -> None:
+    """Reading: say, once per process, that an old key was read under its new name."""
+    for rename in found:
+        if rename.kept:
+            _warn_once(f"config key {rename.old} in {path} is now {rename.new}: read as that "
+                       "(rename it in the file)")
+        else:
+            _warn_once(f"config key {rename.old} in {path} is ignored: it is now "
+                       f"{rename.new}, which the file sets too")
+
+
+def _warn_renamed_in_file(found: Iterable[Rename], path: Path) -> None:
+    """Writing: say what became of each old key in the file just written."""
+    for rename in found:
+        if rename.kept:
+            log.warning("config key %s in %s is now %s: renamed in the file", rename.old,
+                        path, rename.new)
+        else:
+            log.warning("config key %s in %s is now %s, which the file sets too: removed "
+                        "from the file", rename.old, path, rename.new)
+
+
+def _env_renames(schema: ConfigSchema, environ: Mapping[str, str],
+                 values: dict[str, tuple[Any, Source]]) -> list[str]:
+    """``SOONG_SSH_KEY_NAME`` and the like: read as the new key unless that is set too."""
+    problems: list[str] = []
+    for old, new in _renames(schema):
+        var = env_name(old)
+        if var not in environ:
+            continue
+        if new in values:
+            _warn_once(f"${var} is ignored: {old} is now {new}, which "
+                       f"{values[new][1]} sets")
+            continue
+        _warn_once(f"${var} is now ${env_name(new)} ({new}): read as that")
+        try:
+            values[new] = (parse_text(environ[var], schema.rules(new)), Source("env", var))
+        except ValueError as exc:
+            problems.append(f"{new}: {show_value(environ[var])} {exc} (from ${var})")
+    return problems
 
 
 # -- the result ----------------------------------------------------------------------------
@@ -406,14 +531,19 @@ def profile_path(name: str, environ: Mapping[str, str] | None = None) -> Path:
     return default_config_path(environ).parent / "profiles" / f"{name}.yaml"
 
 
-def _profile_values(name: str, schema: ConfigSchema, environ: Mapping[str, str] | None
-                    ) -> dict[str, tuple[Any, Source]]:
+def _profile_values(name: str, schema: ConfigSchema, environ: Mapping[str, str] | None,
+                    partial_plugins: bool = False) -> dict[str, tuple[Any, Source]]:
+    """The values of profile ``name``, read as the main file is: old keys under their new
+    names, and (``partial_plugins``) the sections of plugins not loaded set aside with a
+    warning. An unknown key, or an unknown section with every plugin loaded, is an error."""
     path = profile_path(name, environ)
     if not path.exists():
         raise ConfigError(f"no profile {name!r}: {path} does not exist",
                           hints=[f"profiles are YAML files in {path.parent}; "
                                  "`soong sim up` writes the 'sim' profile"])
     document = read_config_file(path, explicit=True) or {}
+    _warn_renamed(_rename_keys(document, schema), path)
+    _set_aside_unknown_sections(document, schema, partial_plugins, path)
     source = Source("file", str(path))
     values: dict[str, tuple[Any, Source]] = {}
     for section, keys in document.items():
@@ -677,7 +807,11 @@ def _display_path(path: Iterable[Any]) -> str:
 
 
 def unknown_key_message(schema: ConfigSchema, key: str) -> str:
-    """``unknown key budget.max_dolars (did you mean budget.max_dollars?)``."""
+    """``unknown key budget.max_dolars (did you mean budget.max_dollars?)``; for a renamed
+    key, ``config key ssh.key_name is now defaults.ssh_key_name: use that name``."""
+    renamed = dict(_renames(schema)).get(key)
+    if renamed is not None:
+        return f"config key {key} is now {renamed}: use that name"
     section, dot, name = key.partition(".")
     if not dot:
         return f"unknown section {section}{_suggest_section(schema, section)}"
@@ -853,6 +987,7 @@ def _layer_env(schema: ConfigSchema, environ: Mapping[str, str]
         except ValueError as exc:
             shown = show_value(text, secret=schema.is_secret(key))
             problems.append(f"{key}: {shown} {exc} (from ${var})")
+    problems += _env_renames(schema, environ, values)
     return values, problems
 
 
@@ -923,7 +1058,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
 
     Layers, lowest first: schema defaults, the file, the environment, the profile,
     per-run overrides. A profile sits above the environment so that ``--sim`` reaches
-    the simulator even when ``LAMBDA_API_KEY`` holds a real key.
+    the simulator even when ``LAMBDA_API_KEY`` holds a real key. Keys of
+    :data:`RENAMED_KEYS` in the file or the profile are read under their new names, with
+    a warning naming the file.
 
     :param path: the file (``--config``); it must then exist. ``None``: the default
         path, where a missing file means defaults.
@@ -933,8 +1070,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
     :param overrides: per-run values ``{"section.key": value}`` (command-line flags);
         ``None`` values are ignored, strings parsed by the key's type. Never saved.
     :param partial_plugins: some plugins were not loaded on purpose (``--no-plugins``):
-        unknown sections are then warned about rather than errors. Disabled or failed
-        plugins imply it.
+        unknown sections, in the file and in the profile, are then warned about rather
+        than errors. Disabled or failed plugins imply it.
     :param profile: the name of a profile to layer (``--profile``, ``--sim``); it must exist.
     :raises ConfigError: every problem, one line each (the first as message).
     """
@@ -942,14 +1079,16 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
     schema = build_schema(plugins)
     content = read_config_file(file, explicit=path is not None and bool(str(path)))
     raw = copy.deepcopy(content) if content is not None else {}
+    _warn_renamed(_rename_keys(raw, schema), file)
     file_source = Source("file", str(file))
     sources = _file_sources(raw, file_source)
-    _set_aside_unknown_sections(raw, schema, partial_plugins or _partial(plugins), file)
+    partial = partial_plugins or _partial(plugins)
+    _set_aside_unknown_sections(raw, schema, partial, file)
     env_values, problems = _layer_env(schema, os.environ if environ is None else environ)
     override_values, override_problems = _layer_overrides(schema, overrides or {})
     _apply(raw, env_values, sources)
     if profile is not None:
-        _apply(raw, _profile_values(profile, schema, environ), sources)
+        _apply(raw, _profile_values(profile, schema, environ, partial), sources)
     _apply(raw, override_values, sources)
     document, invalid = validate(raw, schema, sources)
     raise_problems(problems + override_problems + invalid)
@@ -1006,7 +1145,8 @@ def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], 
 
     The resulting file (with defaults, without the environment) is validated before
     anything is written; on any problem the file is left untouched. Returns the
-    configuration the file now holds. The file is created if missing.
+    configuration the file now holds. The file is created if missing. Old keys
+    (:data:`RENAMED_KEYS`) in the file are renamed in what is written, with a warning.
     """
     file = config_path(path)
     schema = build_schema(plugins)
@@ -1014,6 +1154,7 @@ def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], 
         schema.rules(key)
     content = read_config_file(file) or {}
     document = copy.deepcopy(content)
+    renamed = _rename_keys(document, schema)
     file_source = Source("file", str(file))
     for key, value in values.items():
         section, _, name = key.partition(".")
@@ -1030,6 +1171,7 @@ def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], 
     normalised, problems = validate(raw, schema, sources)
     raise_problems(problems)
     write_config_file(file, document)
+    _warn_renamed_in_file(renamed, file)
     return Config(normalised, path=file, schema=schema, exists=True,
                   sources=_file_sources(document, file_source))
 

@@ -82,7 +82,8 @@ def test_scripted_configure_checks_the_key_registers_ssh_and_saves(
     assert config["fakecloud"]["api_key"] == SECRET
     assert config["defaults"] == {"provider": "fakecloud", "gpu": "gpu_1x_a10", "region": "us-east-1",
                                   "fallback_regions": ["us-west-1"], "model": None,
-                                  "lease_hours": 3, "idle_timeout_minutes": 20}
+                                  "lease_hours": 3, "idle_timeout_minutes": 20,
+                                  "ssh_key_name": "soong"}
     assert config["budget"] == {"max_dollars": 50, "period": "week"}
     assert oct(soong_env.config_file.stat().st_mode & 0o777) == "0o600"
     [key] = cloud.keys.values()
@@ -152,7 +153,9 @@ def test_a_missing_ssh_key_is_generated(run_cli: Any, cloud: KeyedFakePlugin,
                      inputs=SECRET + "\n")
     assert result.exit_code == 0, result.stderr
     assert (soong_env.home / ".ssh" / "soong_key.pub").read_text().startswith("ssh-ed25519 ")
-    assert saved(soong_env)["ssh"]["key_name"] == "laptop"
+    config = saved(soong_env)
+    assert config["defaults"]["ssh_key_name"] == "laptop"
+    assert config["ssh"] == {"key_path": f"{soong_env.home}/.ssh/soong_key"}
 
 
 def test_under_a_profile_settings_go_to_the_profile(run_cli: Any, cloud: KeyedFakePlugin,
@@ -166,3 +169,13 @@ def test_under_a_profile_settings_go_to_the_profile(run_cli: Any, cloud: KeyedFa
     profile = yaml.safe_load(profile_path("sim").read_text())
     assert profile["fakecloud"]["api_key"] == SECRET
     assert profile["defaults"]["gpu"] == "gpu_1x_a10"
+
+
+def test_without_the_tunnel_plugin_the_key_name_is_still_saved(
+        run_cli: Any, cloud: KeyedFakePlugin, plugins: Any, soong_env: SoongEnv) -> None:
+    plugins.unregister("fabric_tunnel")  # no ssh section: nothing to save ssh.key_path in
+    result = run_cli(f"{FLAGS} --key-name laptop", inputs=SECRET + "\n")
+    assert result.exit_code == 0, result.stderr
+    config = saved(soong_env)
+    assert config["defaults"]["ssh_key_name"] == "laptop" and "ssh" not in config
+    assert [key.name for key in cloud.keys.values()] == ["laptop"]

@@ -9,7 +9,9 @@ from soong_core.hookspecs import hookimpl
 
 @hookimpl
 def soong_config_schema() -> dict[str, dict[str, Any]]:
-    """Section ``ssh``: which key and user reach an instance."""
+    """Section ``ssh``: which key and user reach an instance. The name the provider
+    knows the public key by is the core's ``defaults.ssh_key_name``: launch needs it
+    whether or not this plugin is loaded."""
     return {
         "ssh": {
             "key_path": {
@@ -19,10 +21,6 @@ def soong_config_schema() -> dict[str, dict[str, Any]]:
             "user": {
                 "type": "string", "default": "ubuntu",
                 "meta": {"help": "Login user on instances."},
-            },
-            "key_name": {
-                "type": "string", "default": "soong",
-                "meta": {"help": "Name of the public key registered with the provider."},
             },
         },
     }

@@ -28,7 +28,7 @@ def check_launch(request: LaunchRequest, tags: dict[str, str]) -> None:
     if len(request.ssh_key_names) != 1:
         raise UsageError(f"Lambda Cloud launches with exactly one SSH key, not "
                          f"{len(request.ssh_key_names)}",
-                         hints=["set one with `soong configure` (ssh.key_name)"])
+                         hints=["set one with `soong configure` (defaults.ssh_key_name)"])
     if request.hostname is not None and not HOSTNAME.match(request.hostname):
         raise UsageError(f"hostname {request.hostname!r} is not allowed: lower-case letters, "
                          "digits and '-', at most 63, not starting with '-'")

@@ -32,7 +32,7 @@ from soong_plugins.lambda_labs.simulator.testing import (
 __all__ = ["sim", "sim_clock", "sim_factory"]
 
 KEY_NAME = "soong"
-"""The SSH key name soong launches with by default (``ssh.key_name``)."""
+"""The SSH key name soong launches with by default (``defaults.ssh_key_name``)."""
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,9 @@ class ConfigureCommand(SoongCommand):
             "shell history would show it): type it at the hidden prompt, or pipe it with "
             "<comment>--api-key-stdin</comment>, or set the provider's environment variable."
             "\n\nWith <comment>--profile NAME</comment> (or <comment>--sim</comment>) the "
-            "settings are saved in that profile instead of the main config file.")
+            "settings are saved in that profile instead of the main config file."
+            "\n\nThe lease and idle timeout set here are not yet enforced on the instance: "
+            "nothing in soong stops an instance but <comment>soong stop</comment>.")
     options: ClassVar[list[Option]] = [
         option("provider", description="Provider to use (default: defaults.provider).", flag=False),
         option("api-key-stdin", description="Read the provider API key from standard input."),
@@ -39,8 +41,10 @@ class ConfigureCommand(SoongCommand):
         option("model", description="Default model ('none' clears it).", flag=False),
         option("filesystem", description="Filesystem to attach by default ('none' clears it).",
                flag=False),
-        option("hours", description="Default lease in hours.", flag=False),
-        option("idle-minutes", description="Idle timeout in minutes.", flag=False),
+        option("hours", description="Default lease in hours (not yet enforced on the "
+               "instance: stop it with `soong stop`).", flag=False),
+        option("idle-minutes", description="Idle timeout in minutes (not yet enforced: "
+               "nothing detects idleness yet).", flag=False),
         option("budget", description="Spending cap in dollars per period ('none': no cap).",
                flag=False),
         option("budget-period", description="day, week, month or none.", flag=False),
@@ -146,7 +150,8 @@ class ConfigureCommand(SoongCommand):
         ssh = soong.config.get("ssh") or {}
         key_path = Path(os.path.expanduser(self.option("key-path") or ssh.get("key_path")
                                            or "~/.ssh/id_ed25519"))
-        key_name = self.option("key-name") or ssh.get("key_name") or "soong"
+        key_name = (self.option("key-name") or soong.config.get("defaults.ssh_key_name")
+                    or "soong")
         public = key_path.with_name(key_path.name + ".pub")
         if not public.is_file():
             self._generate_key(key_path)
@@ -166,9 +171,9 @@ class ConfigureCommand(SoongCommand):
                                     "with --key-path"])
         else:
             self.line(f"SSH key {key_name} is registered")
-        if "ssh.key_path" in soong.config.schema.keys():
+        self._values["defaults.ssh_key_name"] = key_name
+        if "ssh.key_path" in soong.config.schema.keys():  # the tunnel plugin's key
             self._values["ssh.key_path"] = str(key_path)
-            self._values["ssh.key_name"] = key_name
 
     def _generate_key(self, key_path: Path) -> None:
         if key_path.exists():
