@@ -8,13 +8,21 @@ time from the wall clock with no messages between processes::
 so the simulator, the CLI and every agent that share an anchor and a factor agree on
 "now". Only cloud time is accelerated (boot delays, billing, deadlines): rate limits
 and HTTP timeouts use the wall clock directly.
+
+:func:`check_skew` compares this machine's clock with a provider's: deadlines written
+into launch tags come from the launching machine, so ``start`` refuses to launch from a
+clock that is off (DESIGN, "Laptop clock").
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+MAX_SKEW_S = 60.0
+"""How far this machine's clock may be from the provider's before ``start`` refuses."""
 
 
 @runtime_checkable
@@ -124,3 +132,46 @@ def clock_from_config(config: Mapping[str, Any] | None) -> RealClock | Accelerat
         raise ValueError(f"unknown clock mode {config.get('mode')!r} (real or accelerated)")
     return AcceleratedClock(float(config["factor"]), float(config["sim_anchor"]),
                             float(config["wall_anchor"]))
+
+
+def check_skew(local_now: float, server_now: float | None, *, limit_s: float = MAX_SKEW_S,
+               service: str = "the provider", hints: Sequence[str] | None = None) -> None:
+    """Refuse to go on when this machine's clock and ``service``'s differ by more than
+    ``limit_s`` seconds (exactly ``limit_s`` is allowed).
+
+    ``local_now`` is this machine's (possibly simulated) time, ``server_now`` the
+    provider's estimate of its own (``Provider.server_time()``); when that is ``None``
+    (no answer yet, no ``Date`` header) there is nothing to compare and nothing happens.
+    Raises :class:`~soong_core.errors.SoongError` (exit 1) with one line naming the
+    skew and a hint on setting the clock (or ``hints``, when the caller knows better:
+    a simulated clock is set by its profile, not by NTP).
+    """
+    if server_now is None:
+        return
+    skew = float(local_now) - float(server_now)
+    if not abs(skew) > limit_s:  # also lets a NaN through: no comparison was possible
+        return
+    from soong_core.errors import SoongError
+
+    side = "ahead of" if skew > 0 else "behind"
+    raise SoongError(
+        f"this machine's clock is {_format_skew(abs(skew))} {side} {service}'s clock "
+        f"(at most {limit_s:g}s allowed): the deadlines in launch tags would be wrong",
+        hints=list(hints) if hints is not None else [
+            "synchronise this machine's clock, then try again: "
+            "`sudo timedatectl set-ntp true` on Linux; on macOS, System Settings > "
+            "General > Date & Time > Set time and date automatically"])
+
+
+def _format_skew(seconds: float) -> str:
+    """``"45s"``, ``"2m05s"``, ``"3h07m"``, ``"2d3h"``: to the second below an hour,
+    where the limit lives. Rounded up, so a refused skew never reads as the limit
+    (policy.format_duration truncates and drops the seconds: "1m" for 119 s)."""
+    total = math.ceil(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    if total < 86_400:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    return f"{total // 86_400}d{total % 86_400 // 3600}h"

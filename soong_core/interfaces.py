@@ -110,6 +110,17 @@ class Provider(ABC):
         say; lets ``start`` tell an unknown region from one that is merely full."""
         return None
 
+    def server_time(self) -> float | None:
+        """The provider's own clock as of now (POSIX seconds), estimated from its latest
+        API answer (an HTTP provider: that answer's ``Date`` plus the time elapsed since
+        it came), or ``None`` when it cannot tell (no request made yet, no ``Date``).
+
+        Makes no request. ``start`` compares it with this machine's clock before a
+        launch (:func:`soong_core.clock.check_skew`): deadlines in tags are written
+        from this machine's clock. Default: ``None`` (nothing is compared).
+        """
+        return None
+
     @abstractmethod
     def launch(self, request: LaunchRequest) -> Instance:
         """Launch one instance in the first of ``request.regions`` with capacity.

@@ -13,6 +13,9 @@
   the longest matching prefix). A lost launch reply is the client's business: it
   reconciles by the launch's tag before trying again (:mod:`.client`).
 * **Every call has a timeout** (connect, read).
+* **The server's clock**: each reply's ``Date`` is remembered with the monotonic time
+  it came, so :meth:`Transport.server_time` can say what time the API thinks it is
+  (``start`` refuses to launch from a laptop whose clock is off).
 * **Secrets**: the key travels only in the ``Authorization`` header, set per request by
   :class:`BearerAuth` (whose repr is masked); debug lines go to the ``soong.lambda``
   logger through its redacting filter and never include headers or bodies.
@@ -27,6 +30,8 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Iterator, Mapping
 
 import requests
@@ -225,6 +230,8 @@ class Transport:
         register_secret(api_key)
         self._state = state
         self.timeout = timeout
+        self._server_clock: tuple[float, float] | None = None
+        """(the latest usable ``Date`` as POSIX seconds, ``time.monotonic()`` when it came)."""
 
     def __repr__(self) -> str:
         return f"Transport({self.api_url!r})"
@@ -259,6 +266,7 @@ class Transport:
             error.maybe_sent = not _never_sent(exc)
             log.debug("%s %s: %s", method, url, error.message)
             raise error from exc
+        self._note_date(response.headers.get("Date"))
         retries = len(getattr(getattr(response.raw, "retries", None), "history", ()) or ())
         try:
             parsed = response.json() if response.content else None
@@ -269,6 +277,48 @@ class Transport:
                   (time.monotonic() - started) * 1000,
                   f" after {retries} retries" if retries else "")
         return Reply(response.status_code, parsed, dict(response.headers), retries, text)
+
+    def server_time(self, rate: float = 1.0) -> float | None:
+        """The server's clock now (POSIX seconds): the ``Date`` of the latest reply that
+        had a usable one, plus the monotonic time elapsed since it came, times ``rate``
+        (the server's seconds per wall second: more than 1 for a simulator running
+        faster); ``None`` before any. Good to about a second (``Date`` has whole
+        seconds). Makes no request."""
+        reading = self._server_clock
+        if reading is None:
+            return None
+        date, received = reading
+        return date + rate * (time.monotonic() - received)
+
+    def _note_date(self, value: str | None) -> None:
+        """Remember a reply's ``Date``; a missing or malformed one leaves the last reading."""
+        received = time.monotonic()
+        date = parse_http_date(value)
+        if date is None:
+            if value is not None:
+                log.debug("ignoring a malformed Date header from %s", self.api_url)
+            return
+        self._server_clock = (date, received)  # one assignment: threads see old or new
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP ``Date`` (RFC 9110's IMF-fixdate, or the obsolete forms the email module
+    reads) as POSIX seconds; ``None`` when missing or malformed. A date with no zone
+    (``-0000``) is taken as UTC, which HTTP dates always are."""
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from soong_core.clock import ManualClock
 from soong_core.config import default_config_path, profile_path, write_config_file
 from soong_core.testing import CliResult, SoongEnv, run_soong
 from soong_plugins.lambda_labs import errors, redact, transport
@@ -34,7 +36,9 @@ def written_files(env: SoongEnv) -> list[Path]:
 def test_a_cli_session_never_shows_the_key(
         cloud_factory: Callable[..., SimHarness], run_cli: Callable[..., CliResult],
         soong_env: SoongEnv) -> None:
-    cloud = cloud_factory(boot_seconds=0, terminate_seconds=0)
+    # The CLI reads the real clock here (no sim profile): the simulator's starts there too,
+    # or `start` would refuse the skew between them.
+    cloud = cloud_factory(boot_seconds=0, terminate_seconds=0, clock=ManualClock(time.time()))
     key = cloud.api_key
     LambdaProvider(cloud.api_url, key).add_ssh_key("soong", DEFAULT_PUBLIC_KEY)
     write_config_file(default_config_path(), {"lambda": {"api_url": cloud.api_url}})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import http.server
+import threading
+import time
+from typing import Any, Callable, Iterator
 
 import pytest
 from requests.adapters import HTTPAdapter
@@ -151,3 +154,101 @@ def test_limiter_buckets_match_the_documented_limits() -> None:
     assert timer.sleeps[5] == pytest.approx(1 / LAUNCH.rate)
     assert 1 / GENERAL.rate > 1.0 and 1 / LAUNCH.rate > 12.0 and LAUNCH.burst == 5
     assert limiter.waited == pytest.approx(timer.slept)
+
+
+# -- the server's clock, from the Date header (DESIGN, "Laptop clock") --------------------
+
+def test_server_time_is_none_before_any_request(provider: LambdaProvider) -> None:
+    assert provider.server_time() is None
+    assert transport.Transport("http://127.0.0.1:9/api/v1", "k").server_time() is None
+
+
+def test_server_time_follows_the_date_of_the_latest_reply(
+        provider: LambdaProvider, cloud: SimHarness) -> None:
+    cloud_start = cloud.clock.now()  # a ManualClock, far from this machine's clock
+    provider.list_instances()
+    first = provider.server_time()
+    assert first is not None and cloud_start <= first < cloud_start + 2
+    cloud.clock.advance(3600)
+    provider.list_ssh_keys()
+    later = provider.server_time()
+    assert later is not None and cloud_start + 3600 <= later < cloud_start + 3602
+
+
+def test_server_time_runs_on_from_the_reply_without_a_request(
+        provider: LambdaProvider, cloud: SimHarness, api_log: Callable[..., Any]) -> None:
+    provider.list_instances()
+    first = provider.server_time()
+    time.sleep(0.2)
+    second = provider.server_time()
+    assert first is not None and second is not None and 0.2 <= second - first < 1.0
+    assert len(api_log(cloud)) == 1
+
+
+def test_an_error_reply_still_tells_the_time(cloud: SimHarness) -> None:
+    provider = LambdaProvider(cloud.api_url, "soong-wrong-key-000000")
+    with pytest.raises(errors.InvalidApiKeyError):
+        provider.list_instances()
+    told = provider.server_time()
+    assert told is not None and abs(told - cloud.clock.now()) < 2
+
+
+class DatedHandler(http.server.BaseHTTPRequestHandler):
+    """Answers ``{"data": []}`` with the Date header the test sets (or none)."""
+
+    date: str | None = None
+
+    def do_GET(self) -> None:
+        body = b'{"data": []}'
+        self.send_response_only(200)
+        if self.date is not None:
+            self.send_header("Date", self.date)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def dated_server() -> Iterator[tuple[str, type[DatedHandler]]]:
+    handler = type("Handler", (DatedHandler,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/v1", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_malformed_or_missing_date_is_ignored(
+        dated_server: tuple[str, type[DatedHandler]]) -> None:
+    url, handler = dated_server
+    client = transport.Transport(url, "soong-test-key-000000")
+    handler.date = "yesterday at noon"
+    assert client.request("GET", "/instances").ok
+    assert client.server_time() is None
+    handler.date = "Sun, 06 Nov 1994 08:49:37 GMT"
+    client.request("GET", "/instances")
+    good = client.server_time()
+    assert good is not None and 784111777 <= good < 784111777 + 2
+    for bad in ("Sun, 99 Nov 1994 99:49:37 GMT", "", None):
+        handler.date = bad
+        assert client.request("GET", "/instances").ok
+        later = client.server_time()  # the last good reading, running on
+        assert later is not None and good <= later < good + 2
+
+
+def test_http_dates_in_every_form_and_malformed_ones() -> None:
+    parse = transport.parse_http_date
+    assert parse("Sun, 06 Nov 1994 08:49:37 GMT") == 784111777
+    assert parse("Sunday, 06-Nov-94 08:49:37 GMT") == 784111777
+    assert parse("Sun Nov  6 08:49:37 1994") == 784111777
+    assert parse("Sun, 06 Nov 1994 08:49:37 -0000") == 784111777
+    assert parse("Sun, 06 Nov 1994 09:49:37 +0100") == 784111777
+    for bad in (None, "", "not a date", "Sun, 32 Nov 1994 08:49:37 GMT", "1994-11-06"):
+        assert parse(bad) is None, bad

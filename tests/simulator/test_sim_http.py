@@ -6,9 +6,13 @@ import base64
 import http.client
 import json
 import socket
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 import pytest
 
+from soong_core.clock import AcceleratedClock, clock_from_config
 from soong_plugins.lambda_labs.simulator.testing import SimHarness
 
 
@@ -92,3 +96,49 @@ def test_keep_alive_connections_serve_several_requests(sim: SimHarness) -> None:
             assert response.status == 200 and "data" in json.loads(response.read())
     finally:
         connection.close()
+
+
+# -- the Date header carries cloud time, as a real API's carries its clock ----------------
+
+def header_date(headers: dict[str, str]) -> float:
+    return parsedate_to_datetime(headers["Date"]).timestamp()
+
+
+def test_the_date_header_is_the_simulated_clock_not_the_wall(sim: SimHarness) -> None:
+    start = sim.clock.now()  # the fixture's ManualClock, far from this machine's clock
+    assert abs(start - time.time()) > 3600
+    assert header_date(sim.api("GET", "/instances").headers) == int(start)
+    sim.clock.advance(86_400 + 0.7)
+    assert header_date(sim.api("GET", "/instances").headers) == int(start) + 86_400
+    # every reply: errors, protocol errors and the control endpoint too
+    assert header_date(sim.api("GET", "/instances", auth=False).headers) == int(start) + 86_400
+    too_long = b"GET /api/v1/instances HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    status, headers, _ = raw_exchange(sim, too_long)
+    assert status == 431 and header_date(headers) == int(start) + 86_400
+    assert header_date(sim.client.request("GET", "/_sim/clock").headers) == int(start) + 86_400
+
+
+def test_the_date_header_follows_the_accelerated_clock(sim_factory: Any) -> None:
+    wall = time.time()
+    clock = AcceleratedClock(60, sim_anchor=wall - 30 * 86_400, wall_anchor=wall)
+    sim = sim_factory(clock=clock)
+    assert sim.control("GET", "/clock")["speed"] == 60
+
+    def dated() -> tuple[float, float, float]:
+        before = clock.now()
+        date = header_date(sim.api("GET", "/instances").headers)
+        return before, date, clock.now()
+
+    before, first, after = dated()
+    assert before - 1 < first <= after  # whole seconds of cloud time, not of the wall
+    assert abs(first - time.time()) > 29 * 86_400
+    time.sleep(0.5)
+    before, second, after = dated()
+    assert before - 1 < second <= after and second - first >= 29  # 60 cloud s per wall s
+    # a new speed re-anchors the simulator's clock: the header follows it
+    sim.control("PATCH", "/knobs", {"speed": 3600})
+    anchors = sim.control("GET", "/clock")["config"]
+    moved = clock_from_config(anchors)
+    before = moved.now()
+    date = header_date(sim.api("GET", "/instances").headers)
+    assert anchors["factor"] == 3600 and before - 1 < date <= moved.now()

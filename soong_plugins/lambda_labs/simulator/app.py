@@ -501,7 +501,11 @@ class Simulator:
         if isinstance(self.clock, AcceleratedClock):
             document["clock"] = self.clock.to_config()
         else:
-            document.pop("clock", None)
+            # An injected clock (tests' ManualClock) cannot be shared across processes:
+            # the profile's clock starts from its time now and runs at wall speed, so a
+            # CLI started soon after agrees with the simulator's Date header.
+            document["clock"] = {"mode": "accelerated", "factor": 1,
+                                 "sim_anchor": self.clock.now(), "wall_anchor": time.time()}
         try:
             write_config_file(self._profile_path, document)
         except Exception as exc:  # a ConfigError or OSError: say which file

@@ -6,7 +6,9 @@ key, then for API routes the account switch, the rate limits and the injected fa
 then the handler, then the optional added latency and the reply. Every request, whatever
 its fate, is recorded once (request log, capture, test hook) by the simulator.
 
-Errors are always the API's JSON envelope, never the stdlib's HTML error page.
+Errors are always the API's JSON envelope, never the stdlib's HTML error page. The
+``Date`` header of every reply carries the simulated cloud time, as a real API's carries
+its clock.
 """
 
 from __future__ import annotations
@@ -138,6 +140,14 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header: the simulated cloud's time (accelerated with ``--speed``),
+        not the wall clock, so a client's clock-skew check compares the clock soong's
+        ``sim`` profile shares with the simulator (http.server would use time.time())."""
+        if timestamp is None:
+            timestamp = self.server.simulator.cloud.now()
+        return super().date_time_string(timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the request log records every request instead."""
