@@ -139,7 +139,8 @@ def test_plugins_command_lists_name_distribution_version_hooks(
         run_cli: Any, register_plugin: Any) -> None:
     register_plugin(commands_plugin(hello=Hello), "cmds")
     table = run_cli("plugins").stdout.splitlines()
-    assert table[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS"]
+    assert table[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERS",
+                                "HOOKS"]
     assert any(line.split()[:4] == ["policies", "soong", __version__, "loaded"] for line in table)
     rows = json.loads(run_cli("plugins --json").stdout)
     [cmds] = [r for r in rows if r["name"] == "cmds"]
