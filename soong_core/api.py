@@ -14,6 +14,7 @@ clock and history, so several can live in one process (a test, a notebook, a ser
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from soong_core import budget, costs, policy
-from soong_core.clock import Clock, clock_from_config
+from soong_core.clock import Clock, check_skew, clock_from_config
 from soong_core.errors import SoongError, UsageError
 from soong_core.models import (
     TAG_HARD_DEADLINE,
@@ -38,7 +39,9 @@ from soong_core.models import (
     InstanceStatus,
     InstanceType,
     InstanceView,
+    LaunchContribution,
     LaunchRequest,
+    LIMITS,
     Reason,
     format_timestamp,
 )
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
     from soong_core.history import History
     from soong_core.interfaces import Provider
     from soong_core.plugins import Plugins
+
+log = logging.getLogger("soong.api")
 
 HOUR = 3600.0
 POLL_SECONDS = 1.0
@@ -97,6 +102,7 @@ class Soong:
         ``ManualClock.sleep`` in tests so that waiting moves simulated time instead."""
         if history is not None:
             self.__dict__["history"] = history
+        self._reconciled: list[Event] = []
 
     @classmethod
     def from_config(cls, path: str | None = None, *, plugins: Plugins | None = None,
@@ -148,8 +154,30 @@ class Soong:
                                                                "run `soong available` to compare them"])
 
     def instances(self) -> list[Instance]:
-        """Every instance the provider reports (soong's and others', not terminated)."""
-        return self.provider.list_instances()
+        """Every instance the provider lists (soong's and others'; recently ended ones
+        may appear with an ended state), after bringing history up to date with that
+        list (:meth:`reconcile`): whatever reads instances here reads the same records.
+        """
+        listed = self.provider.list_instances()
+        self.reconcile(listed)
+        return listed
+
+    def reconcile(self, instances: Sequence[Instance] | None = None) -> list[Event]:
+        """Record in history what the provider's list shows happened unseen: launches
+        whose answer was lost (adopted by launch id), instances that ended (with the
+        reason and cost range they allow), when each was last seen billing. See
+        :mod:`soong_core.reconcile`. The events recorded are returned, and kept for
+        :meth:`take_reconciled` (the CLI prints a note for each)."""
+        from soong_core.reconcile import reconcile
+
+        recorded = reconcile(self, instances=instances)
+        self._reconciled.extend(recorded)
+        return recorded
+
+    def take_reconciled(self) -> list[Event]:
+        """The events reconciliation recorded since the last call, oldest first."""
+        taken, self._reconciled = self._reconciled, []
+        return sorted(taken, key=lambda e: e.at)
 
     def instance(self, instance_id: str) -> Instance:
         found = self.provider.get_instance(instance_id)
@@ -167,39 +195,79 @@ class Soong:
                     hard_timeout_hours: float | None = None) -> LaunchPlan:
         """Check a launch and price it without launching: what ``start`` shows first.
 
-        Raises :class:`UsageError` for a bad type, region or number of hours and
-        :class:`SoongError` when the budget refuses.
+        Lists the provider's instances (reconciling history with them, so committed
+        spend is current), checks this machine's clock against the provider's, and
+        collects every plugin's launch contribution (which says what enforces each
+        limit). Raises :class:`UsageError` for a bad type, region or number of hours,
+        or when no policy would limit the launch or a set budget cannot be checked;
+        :class:`SoongError` when the budget refuses or the clock is off.
         """
         defaults = self.config["defaults"]
         type_name = type_name or defaults["gpu"]
         if not type_name:
             raise UsageError("no GPU type given", hints=["pass --gpu TYPE or set one with "
                                                          "`soong config set defaults.gpu TYPE`"])
-        itype = self.instance_type(type_name)
         hard = float(hard_timeout_hours if hard_timeout_hours is not None
                      else defaults["hard_timeout_hours"])
         lease = float(hours if hours is not None else defaults["lease_hours"])
         if not 1 <= lease <= hard:
             raise UsageError(f"a lease of {lease:g} hours is out of range: from 1 to {hard:g} "
                              "(the hard limit)", hints=["pass --hours between those"])
+        now = self.clock.now()
+        self._require_limits("launch", InstanceView(
+            instance_id="(new instance)", launched_at=now, lease_deadline=now + lease * HOUR,
+            hard_deadline=now + hard * HOUR, idle_timeout_s=None,
+            warn_before_s=defaults["warn_before_minutes"] * 60.0, settings=self.config))
+        itype = self.instance_type(type_name)
         wanted = list(regions) if regions else [r for r in [defaults["region"],
                                                             *defaults["fallback_regions"]] if r]
         wanted = self._check_regions(itype, wanted)
+        listed = self.instances()
+        simulated = (self.config.get("clock") or {}).get("mode") == "accelerated"
+        check_skew(self.clock.now(), self.provider.server_time(),
+                   service=f"the {self.provider.name} API",
+                   hints=["this clock is a simulated one, from the `clock` section that "
+                          "`soong sim up` writes into the sim profile: `soong sim down` then "
+                          "`soong sim up` writes it anew"] if simulated else None)
         now = self.clock.now()
         admission = budget.check_launch(
             self.plugins.policies(), self.config, now=now,
             price_cents_per_hour=itype.price_cents_per_hour, hours=lease,
             ended_costs=lambda since: self.history.ended_cost(since=since),
-            running=self._running_costs(), type_name=itype.name)
+            running=self._running_costs(listed), type_name=itype.name)
         if ssh_key_names is None:
-            key_name = self.config.get("ssh.key_name")
+            key_name = self.config.get("defaults.ssh_key_name")
             ssh_key_names = (key_name,) if key_name else ()
         request = LaunchRequest(
             type_name=itype.name, regions=tuple(dict.fromkeys(wanted)),
             ssh_key_names=tuple(ssh_key_names), name=name,
             filesystem_names=tuple(filesystem_names), lease_hours=lease,
             hard_timeout_hours=hard, model=model or defaults["model"])
-        return LaunchPlan(request, itype, admission, now)
+        contributions = tuple(self.plugins.launch_contributions(request, self.config))
+        return LaunchPlan(request, itype, admission, now, contributions)
+
+    def _require_limits(self, what: str, view: InstanceView) -> None:
+        """Refuse (exit 2) what no policy would limit, or a budget nobody can check.
+
+        Safety fails closed (DESIGN, "Who enforces what is declared"): with the policies
+        switched off a launch would carry no deadline at all, and a cap would silently
+        admit everything.
+        """
+        registry = self.plugins.policies()
+        cap = budget.budget_settings(self.config).max_dollars
+        if cap is not None and "budget" not in registry:
+            raise UsageError(
+                f"budget.max_dollars is set ({costs.format_money(cap)}) but no budget policy "
+                f"is registered: this {what} cannot be checked against it",
+                hints=["enable the plugin that registers it (`soong plugins` lists them), "
+                       "or remove the cap with `soong config set budget.max_dollars null`"])
+        policies = policy.named_policies(registry, self.config)
+        decisions = policy.evaluate_each(policies, view, view.launched_at)
+        if not any(decision.deadline is not None for _, decision in decisions):
+            raise UsageError(
+                f"no cost policy gives this {what} a deadline: nothing would ever stop it",
+                hints=["enable the plugin that registers the lease and hard_timeout policies "
+                       "(`soong plugins` lists them)"])
 
     def _check_regions(self, itype: InstanceType, wanted: list[str]) -> list[str]:
         """The regions to try, in order: unknown names are usage errors; when none of
@@ -229,29 +297,79 @@ class Soong:
         Takes :meth:`plan_launch`'s arguments, or ``plan=`` a plan made earlier (the
         CLI shows it, asks, then launches exactly that). The launch-time facts
         (launch id, launch time, lease and hard deadlines) go into tags, which cannot
-        change afterwards; the launch is recorded in history.
+        change afterwards.
+
+        History first (DESIGN, "Launch intent first"): a ``launch_intent`` is recorded
+        before the provider is asked, and the ``launch`` event after. If the intent
+        cannot be written nothing is launched (:class:`~soong_core.history.HistoryError`);
+        if the launch cannot be recorded the error names the billing instance, and the
+        next reconciliation adopts it by its ``soong:launch-id`` tag.
         """
+        from soong_core.history import HistoryError
+        from soong_core.plugins import finish_launch
+
         plan: LaunchPlan = options.pop("plan", None) or self.plan_launch(type_name, **options)
         request = plan.request
         now = self.clock.now()
+        launch_id = uuid.uuid4().hex
+        lease_deadline = now + request.lease_hours * HOUR
+        hard_deadline = now + request.hard_timeout_hours * HOUR
         tags = {
-            TAG_LAUNCH_ID: uuid.uuid4().hex,
+            TAG_LAUNCH_ID: launch_id,
             TAG_LAUNCHED_AT: format_timestamp(now),
-            TAG_LEASE_DEADLINE: format_timestamp(now + request.lease_hours * HOUR),
-            TAG_HARD_DEADLINE: format_timestamp(now + request.hard_timeout_hours * HOUR),
+            TAG_LEASE_DEADLINE: format_timestamp(lease_deadline),
+            TAG_HARD_DEADLINE: format_timestamp(hard_deadline),
         }
         if request.model:
             tags[TAG_MODEL] = request.model[:128]
-        request = self.plugins.prepare_launch(_with_tags(request, tags), self.config)
-        instance = self.provider.launch(request)
-        self._record(Event(EventKind.LAUNCH, instance.id, now, provider=self.provider.name,
-                           type_name=instance.type_name or request.type_name,
-                           region=instance.region, cost=plan.admission.cost,
-                           detail={"launch_id": tags[TAG_LAUNCH_ID], "name": request.name,
-                                   "price_cents_per_hour": plan.instance_type.price_cents_per_hour,
-                                   "lease_deadline": now + request.lease_hours * HOUR,
-                                   "hard_deadline": now + request.hard_timeout_hours * HOUR}))
+        detail: dict[str, Any] = {
+            "launch_id": launch_id, "name": request.name,
+            "price_cents_per_hour": plan.instance_type.price_cents_per_hour,
+            "lease_deadline": lease_deadline, "hard_deadline": hard_deadline,
+            "regions": list(request.regions),
+            "enforced": {limit: list(names) for limit, names in plan.enforcement.items()},
+        }
+        self.history.record(Event(EventKind.LAUNCH_INTENT, launch_id, now,
+                                  provider=self.provider.name, type_name=request.type_name,
+                                  cost=plan.admission.cost, detail=detail))
+        try:
+            request = finish_launch(_with_tags(request, tags), plan.contributions)
+            instance = self.provider.launch(request)
+        except BaseException as exc:
+            self._launch_failed(launch_id, request.type_name, exc)
+            raise
+        event = Event(EventKind.LAUNCH, instance.id, now, provider=self.provider.name,
+                      type_name=instance.type_name or request.type_name,
+                      region=instance.region, cost=plan.admission.cost,
+                      detail={**detail, "adopted": bool(instance.extra.get("adopted"))})
+        try:
+            self.history.record(event)
+        except HistoryError as exc:
+            raise HistoryError(
+                f"instance {instance.id} is launched and billing, but history could not "
+                f"record it: {exc.message}",
+                hints=[f"stop it with `soong stop {instance.id}`, or keep it: the next soong "
+                       "command adopts it by its launch id once history can be written",
+                       *exc.hints]) from None
+        self.plugins.emit(event, self.config)
         return instance
+
+    def _launch_failed(self, launch_id: str, type_name: str, exc: BaseException) -> None:
+        """Close the intent of a launch that surely created nothing (a plugin failed to
+        finish it, or the provider says so); any other failure leaves it open for the
+        next reconciliation to settle by listing."""
+        from soong_core.errors import PluginError
+        from soong_core.history import HistoryError
+
+        if not (isinstance(exc, PluginError) or getattr(exc, "nothing_launched", False)):
+            return
+        message = exc.message if isinstance(exc, SoongError) else str(exc)
+        try:
+            self.history.record(Event(EventKind.LAUNCH_FAILED, launch_id, self.clock.now(),
+                                      provider=self.provider.name, type_name=type_name,
+                                      detail={"launch_id": launch_id, "error": message}))
+        except HistoryError:
+            pass  # the intent stays open; the next reconciliation settles it
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -299,7 +417,8 @@ class Soong:
         ids = set(instance_ids)
         waited = 0.0
         while True:
-            left = [i for i in self.instances() if i.id in ids and not i.state.ended]
+            left = [i for i in self.provider.list_instances()
+                    if i.id in ids and not i.state.ended]
             if not left:
                 return
             if on_poll is not None:
@@ -341,7 +460,7 @@ class Soong:
 
         The laptop cannot see activity on the instance: unless ``last_activity_at`` is
         given (the agent's report), the idle policy is left out here rather than judged
-        on no data; the agent enforces it where the activity is.
+        on no data; the agent (not built yet) is to enforce it where the activity is.
         """
         if not instance.managed:
             return None
@@ -362,16 +481,39 @@ class Soong:
             price_cents_per_hour=instance.price_cents_per_hour,
             settings=self.config)
 
-    def status(self, instance_id: str | None = None) -> list[InstanceStatus]:
-        """Every instance (or one) with its decision, cost so far and estimated total."""
-        instances = [self.instance(instance_id)] if instance_id else self.instances()
+    def status(self, instance_id: str | None = None, *,
+               ended_since: float | None = None) -> list[InstanceStatus]:
+        """Every instance (or one) with its decision, cost so far and estimated total.
+
+        History is reconciled with the provider's list first. Instances the provider
+        lists as ended carry their recorded final cost and ``details["history"]`` (why
+        they ended). With ``ended_since``, instances whose recorded ending is at or after
+        that time follow the listed ones (what ``status --stopped`` shows).
+        """
+        from soong_core.reconcile import ended_statuses, enforcement, with_history
+
+        from soong_core.history import HistoryError
+
+        listed = self.provider.list_instances()
+        try:
+            self.reconcile(listed)
+        except HistoryError as exc:
+            # Statuses come from the provider; history only adds to them. Showing them is
+            # better than failing, and the next command tries the records again.
+            log.warning("history not brought up to date: %s", exc.message)
+        if instance_id is not None:
+            listed = [i for i in listed if i.id == instance_id]
+            if not listed:
+                raise SoongError(f"no instance {instance_id!r}",
+                                 hints=["run `soong status` to list instances"])
         policies = policy.named_policies(self.plugins.policies(), self.config)
         now = self.clock.now()
         statuses = []
-        for instance in instances:
+        for instance in listed:
             view = self.view(instance)
             decision = policy.evaluate(policies, view, now) if view else None
             price = instance.price_cents_per_hour
+            launch = self._launch_event(instance.id)
             statuses.append(InstanceStatus(
                 instance=instance, decision=decision,
                 cost_so_far=costs.accrued(price, instance.launched_at, now),
@@ -379,8 +521,16 @@ class Soong:
                                                       decision.deadline, now)
                                  if decision and decision.deadline else None),
                 details=self.plugins.status_details(instance, self.config),
-                view=view, as_of=now))
+                view=view, as_of=now, enforcement=enforcement(launch)))
+        statuses = with_history(self, statuses)
+        if ended_since is not None and instance_id is None:
+            statuses += ended_statuses(self, since=ended_since,
+                                       exclude=[s.instance.id for s in statuses])
         return statuses
+
+    def _launch_event(self, instance_id: str) -> Event | None:
+        launches = self.history.events(instance_id=instance_id, kinds=[EventKind.LAUNCH])
+        return launches[-1] if launches else None
 
     # -- extend --------------------------------------------------------------------------------
 
@@ -392,11 +542,17 @@ class Soong:
         """
         if not hours > 0:
             raise UsageError(f"cannot extend by {hours:g} hours: give a positive number")
-        instance = self.instance(instance_id)
+        listed = self.instances()
+        found = [i for i in listed if i.id == instance_id]
+        if not found or not found[0].state.billing:
+            raise SoongError(f"no running instance {instance_id!r}",
+                             hints=["run `soong status` to list instances"])
+        instance = found[0]
         view = self.view(instance)
         if view is None:
             raise SoongError(f"instance {instance_id} was not launched by soong: it has no lease "
                              "to extend")
+        self._require_limits("extension", view)
         deadline = view.lease_deadline + hours * HOUR
         if deadline > view.hard_deadline:
             room = max(0.0, view.hard_deadline - view.lease_deadline)
@@ -414,7 +570,7 @@ class Soong:
             self.plugins.policies(), self.config, now=now, instance_id=instance.id,
             price_cents_per_hour=price, hours=hours,
             ended_costs=lambda since: self.history.ended_cost(since=since),
-            running=self._running_costs(), type_name=instance.type_name)
+            running=self._running_costs(listed), type_name=instance.type_name)
         self._record(Event(EventKind.EXTEND, instance.id, now, provider=self.provider.name,
                            type_name=instance.type_name, region=instance.region,
                            cost=admission.cost,
@@ -430,7 +586,7 @@ class Soong:
         ids = list(dict.fromkeys(instance_ids))
         if not ids:
             return []
-        known = {i.id: i for i in self.instances()}
+        known = {i.id: i for i in self.instances() if not i.state.ended}
         missing = [i for i in ids if i not in known]
         if missing:
             raise SoongError(f"no instance {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
@@ -445,26 +601,47 @@ class Soong:
         chosen = list({i.id: i for i in instances}.values())
         if not chosen:
             return []
+        from soong_core.history import HistoryError
+
         ended = self.provider.terminate([i.id for i in chosen])
         now = self.clock.now()
         for instance in chosen:
-            self._record(Event(EventKind.TERMINATE, instance.id, now, provider=self.provider.name,
-                               reason=reason, type_name=instance.type_name,
-                               region=instance.region,
-                               cost=costs.accrued(instance.price_cents_per_hour,
-                                                  instance.launched_at, now)))
+            try:
+                self._record(Event(EventKind.TERMINATE, instance.id, now,
+                                   provider=self.provider.name, reason=reason,
+                                   type_name=instance.type_name, region=instance.region,
+                                   cost=costs.accrued(instance.price_cents_per_hour,
+                                                      instance.launched_at, now)))
+            except HistoryError as exc:
+                raise HistoryError(
+                    f"{instance.id} is terminating, but history could not record it: "
+                    f"{exc.message}", hints=["the next soong command records it as ended "
+                                             "outside soong", *exc.hints]) from None
         return ended
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _running_costs(self) -> list[budget.RunningCost]:
+    def _running_costs(self, listed: Sequence[Instance]) -> list[budget.RunningCost]:
+        """What committed spend counts beside history: each billing soong instance in
+        ``listed`` up to its current lease deadline, and each launch still in doubt
+        (an open intent no listed instance answers) as if it were running."""
         running = []
-        for instance in self.instances():
+        launch_ids = set()
+        for instance in listed:
+            if instance.launch_id:
+                launch_ids.add(instance.launch_id)
             view = self.view(instance)
             if view is None or not instance.state.billing or instance.price_cents_per_hour is None:
                 continue
             running.append(budget.RunningCost(instance.price_cents_per_hour, view.launched_at,
                                               view.lease_deadline, instance.id))
+        for intent in self.history.open_intents():
+            price = intent.detail.get("price_cents_per_hour")
+            deadline = intent.detail.get("lease_deadline")
+            if intent.instance_id in launch_ids or not isinstance(price, int) \
+                    or not isinstance(deadline, (int, float)):
+                continue
+            running.append(budget.RunningCost(price, intent.at, float(deadline)))
         return running
 
     def _record(self, event: Event) -> None:
@@ -481,6 +658,15 @@ class LaunchPlan:
     admission: Admission
     """What the budget admitted: committed spend in the period and this launch's cost."""
     now: float
+    contributions: tuple[tuple[str, LaunchContribution], ...] = ()
+    """Every plugin's ``soong_prepare_launch`` contribution, ``(plugin, contribution)``."""
+
+    @property
+    def enforcement(self) -> dict[str, tuple[str, ...]]:
+        """``{limit: plugins}`` for each of ``lease``, ``idle``, ``hard``: what the
+        contributions say will enforce it on the instance (empty: nothing)."""
+        return {limit: tuple(plugin for plugin, c in self.contributions if limit in c.enforces)
+                for limit in LIMITS}
 
     @property
     def lease_cost(self) -> Decimal:

@@ -124,6 +124,14 @@ def format_money(amount: Decimal | int | None) -> str:
     return f"{sign}${abs(cents):,.2f}"
 
 
+def format_money_range(low: Decimal | int | None, high: Decimal | int | None) -> str:
+    """``"$0.50-$0.75"``: a cost known only within bounds (an ending soong did not see);
+    one amount when there is no lower bound or both round to the same cent."""
+    if low is None or high is None or format_money(low) == format_money(high):
+        return format_money(high)
+    return f"{format_money(low)}-{format_money(high)}"
+
+
 def parse_money(text: str) -> Decimal:
     """The inverse of :func:`format_money` (also accepts ``"50"`` or ``"$50"``)."""
     raw = text.strip().replace(",", "")

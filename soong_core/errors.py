@@ -20,6 +20,10 @@ class SoongError(Exception):
     """
 
     exit_code: int = EXIT_RUNTIME
+    nothing_launched: bool = False
+    """Set by a provider's ``launch`` when it is certain no instance was created (the
+    API refused the request): the core then closes the launch intent at once instead
+    of leaving it for reconciliation to settle by listing."""
 
     def __init__(
         self,
@@ -28,6 +32,7 @@ class SoongError(Exception):
         hints: Iterable[str] = (),
         detail: str | None = None,
         exit_code: int | None = None,
+        nothing_launched: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -35,6 +40,8 @@ class SoongError(Exception):
         self.detail = detail
         if exit_code is not None:
             self.exit_code = exit_code
+        if nothing_launched is not None:
+            self.nothing_launched = nothing_launched
 
     def __str__(self) -> str:
         return self.message

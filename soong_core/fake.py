@@ -18,9 +18,11 @@ from soong_core.errors import SoongError
 from soong_core.hookspecs import hookimpl
 from soong_core.interfaces import Capability, Provider
 from soong_core.models import (
+    TAG_LAUNCH_ID,
     Instance,
     InstanceState,
     InstanceType,
+    LaunchContribution,
     LaunchRequest,
     Region,
     SshKey,
@@ -50,12 +52,18 @@ class FakeProvider(Provider):
 
     def __init__(self, clock: Clock | None = None, *, types: Sequence[InstanceType] = DEFAULT_TYPES,
                  boot_seconds: float = 60.0,
-                 capacity: Mapping[tuple[str, str], int] | None = None) -> None:
+                 capacity: Mapping[tuple[str, str], int] | None = None,
+                 server_offset: float | None = None) -> None:
         self.clock = clock or RealClock()
         self.types = {t.name: t for t in types}
         self.boot_seconds = boot_seconds
         self.capacity = dict(capacity or {})
         self.calls: list[tuple[str, Any]] = []
+        self.server_offset = server_offset
+        """Seconds the fake cloud's clock runs ahead of ``clock`` (negative: behind), for
+        tests of the clock-skew check: :meth:`server_time` is ``clock.now() + server_offset``.
+        ``None`` (the default): the fake cannot tell its time, so no check happens (tests
+        often drive soong's clock apart from the fake's)."""
         self._instances: dict[str, tuple[Instance, float]] = {}
         self._keys: dict[str, SshKey] = {}
         self._ids = itertools.count(1)
@@ -76,6 +84,13 @@ class FakeProvider(Provider):
     def _capacity_left(self, type_name: str, region: str) -> bool:
         return self.capacity.get((type_name, region), 1) > 0
 
+    def server_time(self) -> float | None:
+        """The fake cloud's clock: the injected clock shifted by ``server_offset``, or
+        ``None`` when no offset is set."""
+        if self.server_offset is None:
+            return None
+        return self.clock.now() + self.server_offset
+
     # -- instances ------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> Instance:
@@ -83,12 +98,12 @@ class FakeProvider(Provider):
         itype = self.types.get(request.type_name)
         if itype is None:
             raise SoongError(f"unknown instance type {request.type_name!r}",
-                             hints=[f"known: {', '.join(self.types)}"])
+                             hints=[f"known: {', '.join(self.types)}"], nothing_launched=True)
         for key, value in request.tags.items():
             validate_tag(key, value)
         for key_name in request.ssh_key_names:
             if not any(k.name == key_name for k in self._keys.values()):
-                raise SoongError(f"unknown SSH key {key_name!r}")
+                raise SoongError(f"unknown SSH key {key_name!r}", nothing_launched=True)
         with self._lock:
             for region in request.regions:
                 if region in itype.regions_with_capacity and self._capacity_left(itype.name, region):
@@ -98,7 +113,7 @@ class FakeProvider(Provider):
             else:
                 raise SoongError(
                     f"no capacity for {itype.name} in {', '.join(request.regions) or 'any region'}",
-                    hints=["try another region or type"])
+                    hints=["try another region or type"], nothing_launched=True)
             number = next(self._ids)
             instance = Instance(
                 id=f"fake-{number:04d}", state=InstanceState.BOOTING, provider=self.name,
@@ -178,3 +193,25 @@ class FakeProviderPlugin:
     @hookimpl
     def soong_register_providers(self, register: Any) -> None:
         register("fake", lambda config: self.provider)
+
+
+class DeclaringPlugin:
+    """A launch contribution that *declares* it enforces ``limits`` and does nothing else.
+
+    For tests of what depends on the declaration (the start panel, how history infers
+    why an unseen instance ended) without a real agent. ``finish`` adds the tag
+    ``test:finished`` with the launch id, so tests can see that it ran at launch.
+    ``plugins.register(DeclaringPlugin(("lease", "hard")), "enforcer")``.
+    """
+
+    def __init__(self, limits: Sequence[str] = ("lease", "idle", "hard")) -> None:
+        self.limits = tuple(limits)
+        self.finished: list[LaunchRequest] = []
+
+    def _finish(self, request: LaunchRequest) -> LaunchContribution:
+        self.finished.append(request)
+        return LaunchContribution(tags={"test:finished": request.tags.get(TAG_LAUNCH_ID, "?")})
+
+    @hookimpl
+    def soong_prepare_launch(self, request: LaunchRequest) -> LaunchContribution:
+        return LaunchContribution(enforces=self.limits, finish=self._finish)

@@ -58,8 +58,9 @@ __all__ = [
 
 log = logging.getLogger("soong.history")
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; a file with a larger number is from a newer soong."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; a file with a larger number is from a newer soong.
+Version 2 added the ``sightings`` table; a version 1 file gains it when first opened."""
 
 BUSY_TIMEOUT_S = 10.0
 """How long a write waits for another process's write to finish before failing."""
@@ -92,10 +93,19 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_by_instance ON events (namespace, instance_id, kind, at)",
     # ended_cost and events(kinds=...).
     "CREATE INDEX IF NOT EXISTS events_by_kind ON events (namespace, kind, at)",
+    # When each instance was last seen billing: bounds the cost of an unseen ending.
+    """
+    CREATE TABLE IF NOT EXISTS sightings (
+        namespace    TEXT NOT NULL,
+        instance_id  TEXT NOT NULL,
+        last_billing REAL NOT NULL,
+        PRIMARY KEY (namespace, instance_id)
+    )
+    """,
 )
 _COLUMNS = frozenset({"id", "namespace", "kind", "instance_id", "at", "provider", "reason",
                       "inferred", "type_name", "region", "cost", "detail"})
-_SELECT = ("SELECT kind, instance_id, at, provider, reason, inferred, type_name, region, "
+_SELECT = ("SELECT id, kind, instance_id, at, provider, reason, inferred, type_name, region, "
            "cost, detail FROM events")
 
 # SQLite result codes that mean "this file is not a database we can use" (as opposed to
@@ -146,6 +156,14 @@ def namespace_for(provider_name: str, endpoint: str | None = None) -> str:
     return f"{provider}@{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
+class HistoryError(SoongError):
+    """History could not be read or written (locked by another process, disk full...).
+
+    Exit code 1. Callers that must not go on without a record (a launch) let it
+    propagate; the message names the database and what happened.
+    """
+
+
 class _Unusable(Exception):
     """The file at the history path cannot be used as our database (internal)."""
 
@@ -167,6 +185,8 @@ class History:
         self._lock = threading.RLock()
         self.path = path
         self.namespace = namespace
+        self._warned: set[Any] = set()
+        """Malformed rows already warned about: one warning each, not one per read."""
 
     # -- opening ------------------------------------------------------------------
 
@@ -221,11 +241,71 @@ class History:
         """
         row = self._row(event)
         with self._lock, self._write() as db:
-            db.execute(
-                "INSERT INTO events (namespace, kind, instance_id, at, provider, reason, "
-                "inferred, type_name, region, cost, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
+            db.execute(_INSERT, row)
+
+    def record_unless(self, event: Event, *, kinds: Iterable[EventKind | str],
+                      instance_id: str | None = None, launch_id: str | None = None) -> bool:
+        """Record ``event`` unless this namespace already holds an event of one of
+        ``kinds`` for ``instance_id`` (default: the event's) or, with ``launch_id``, one
+        whose ``detail["launch_id"]`` is that launch id. Check and write happen in one
+        transaction, so two processes reconciling at once record it once. Returns
+        whether it was recorded.
+        """
+        row = self._row(event)
+        values = sorted({EventKind(kind).value for kind in kinds})
+        target = event.instance_id if instance_id is None else instance_id
+        with self._lock, self._write() as db:
+            marks = ",".join("?" * len(values))
+            found = db.execute(
+                f"SELECT 1 FROM events WHERE namespace = ? AND instance_id = ? "
+                f"AND kind IN ({marks}) LIMIT 1", (self.namespace, target, *values)).fetchone()
+            if found is None and launch_id is not None:
+                for (detail,) in db.execute(
+                        f"SELECT detail FROM events WHERE namespace = ? AND kind IN ({marks})",
+                        (self.namespace, *values)):
+                    if _detail(detail).get("launch_id") == launch_id:
+                        found = (1,)
+                        break
+            if found is not None:
+                return False
+            db.execute(_INSERT, row)
+        return True
+
+    def note_billing(self, instance_ids: Iterable[str], at: Timestamp) -> None:
+        """Remember that ``instance_ids`` were seen billing at ``at`` (kept: the latest).
+
+        An instance that later vanishes unseen ended between its last sighting and the
+        moment soong noticed: what its ending costs is that range, not a guess.
+        """
+        ids = sorted(set(instance_ids))
+        if not ids:
+            return
+        when = float(at)
+        with self._lock, self._write() as db:
+            db.executemany(
+                "INSERT INTO sightings (namespace, instance_id, last_billing) VALUES (?,?,?) "
+                "ON CONFLICT (namespace, instance_id) DO UPDATE SET "
+                "last_billing = max(last_billing, excluded.last_billing)",
+                [(self.namespace, instance_id, when) for instance_id in ids])
+
+    def last_seen_billing(self, instance_id: str) -> Timestamp | None:
+        """When :meth:`note_billing` last saw the instance billing, or ``None``."""
+        rows = self._query("SELECT last_billing FROM sightings WHERE namespace = ? "
+                           "AND instance_id = ?", (self.namespace, instance_id))
+        return float(rows[0][0]) if rows else None
+
+    def open_intents(self) -> list[Event]:
+        """Launch intents that no ``launch`` or ``launch_failed`` event completes yet,
+        oldest first: launches whose outcome this history does not know."""
+        done: set[str] = set()
+        for event in self.events(kinds=[EventKind.LAUNCH, EventKind.LAUNCH_FAILED]):
+            launch_id = event.detail.get("launch_id")
+            if isinstance(launch_id, str):
+                done.add(launch_id)
+            if event.kind is EventKind.LAUNCH_FAILED:
+                done.add(event.instance_id)
+        return [e for e in self.events(kinds=[EventKind.LAUNCH_INTENT])
+                if e.instance_id not in done and e.detail.get("launch_id") not in done]
 
     def _row(self, event: Event) -> tuple[Any, ...]:
         kind = EventKind(event.kind)
@@ -259,13 +339,65 @@ class History:
         "database is locked" in WAL mode (its snapshot is stale); IMMEDIATE waits on
         the busy timeout instead.
         """
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._failure("write to", exc) from None
         try:
             yield self._db
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise self._failure("write to", exc) from None
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise self._failure("write to", exc) from None
+
+    def _failure(self, action: str, exc: sqlite3.Error) -> HistoryError:
+        """One line naming the database and what SQLite said, with what to do."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if "locked" in text.lower() or "busy" in text.lower():
+            text += f" (another process has held it for more than {BUSY_TIMEOUT_S:g}s)"
+            hints = ["wait for the other soong command (or whatever holds the file) to "
+                     "finish, then try again"]
+        else:
+            hints = ["check the disk and the file's permissions, then try again"]
+        return HistoryError(f"cannot {action} the history database {self.path}: {text}",
+                            hints=hints)
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read; SQLite's errors become :class:`HistoryError`."""
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(params)).fetchall()
+            except sqlite3.ProgrammingError:
+                raise  # a closed history, a bad statement: soong's bug, not the file's
+            except sqlite3.Error as exc:
+                raise self._failure("read", exc) from None
+
+    def _events(self, rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+        """Rows as events; a malformed row is skipped with one warning."""
+        events = []
+        for row in rows:
+            try:
+                events.append(_event(row[1:]))
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                self._warn_malformed(row[0], exc)
+        return events
+
+    def _warn_malformed(self, row_id: Any, exc: BaseException) -> None:
+        if row_id in self._warned:
+            return
+        self._warned.add(row_id)
+        log.warning("history %s: event row %s is malformed (%s): skipped", self.path, row_id,
+                    " ".join(f"{type(exc).__name__}: {exc}".split()))
 
     # -- reading ------------------------------------------------------------------
 
@@ -302,9 +434,8 @@ class History:
             if limit < 0:
                 raise ValueError(f"limit must be >= 0, got {limit}")
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [_event(row) for row in reversed(rows)]
+        rows = self._query(sql, params)
+        return self._events(reversed(rows))
 
     def instance_events(self, instance_id: str) -> list[Event]:
         """Every event of one instance, oldest first."""
@@ -316,27 +447,27 @@ class History:
         Extensions store their new deadline in ``detail["lease_deadline"]``; ``None``
         means the instance was never extended, so its launch tag still holds.
         """
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT detail FROM events WHERE namespace = ? AND instance_id = ? "
-                "AND kind = ? ORDER BY at DESC, id DESC",
-                (self.namespace, instance_id, EventKind.EXTEND.value),
-            ).fetchall()
-        for (detail,) in rows:
-            deadline = json.loads(detail).get("lease_deadline")
-            if isinstance(deadline, (int, float)) and not isinstance(deadline, bool):
+        rows = self._query(
+            "SELECT id, detail FROM events WHERE namespace = ? AND instance_id = ? "
+            "AND kind = ? ORDER BY at DESC, id DESC",
+            (self.namespace, instance_id, EventKind.EXTEND.value))
+        for row_id, detail in rows:
+            try:
+                deadline = json.loads(detail).get("lease_deadline")
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._warn_malformed(row_id, exc)
+                continue
+            if isinstance(deadline, (int, float)) and not isinstance(deadline, bool) \
+                    and math.isfinite(deadline):
                 return float(deadline)
         return None
 
     def has_terminated(self, instance_id: str) -> bool:
         """Whether a termination of this instance is already recorded."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM events WHERE namespace = ? AND instance_id = ? AND kind = ? "
-                "LIMIT 1",
-                (self.namespace, instance_id, EventKind.TERMINATE.value),
-            ).fetchone()
-        return row is not None
+        rows = self._query(
+            "SELECT 1 FROM events WHERE namespace = ? AND instance_id = ? AND kind = ? "
+            "LIMIT 1", (self.namespace, instance_id, EventKind.TERMINATE.value))
+        return bool(rows)
 
     def ended_cost(self, since: Timestamp | None = None) -> Decimal:
         """What the instances that ended at or after ``since`` cost (``None``: ever).
@@ -347,7 +478,7 @@ class History:
         when that termination lies in the window. Summed as exact decimals.
         """
         sql = (
-            "SELECT e.cost FROM events AS e WHERE e.namespace = ? AND e.kind = ? "
+            "SELECT e.id, e.cost FROM events AS e WHERE e.namespace = ? AND e.kind = ? "
             "AND e.cost IS NOT NULL AND e.id = ("
             " SELECT l.id FROM events AS l WHERE l.namespace = e.namespace"
             " AND l.instance_id = e.instance_id AND l.kind = e.kind AND l.cost IS NOT NULL"
@@ -357,25 +488,65 @@ class History:
         if since is not None:
             sql += " AND e.at >= ?"
             params.append(float(since))
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return sum((Decimal(cost) for (cost,) in rows), Decimal(0))
+        total = Decimal(0)
+        for row_id, cost in self._query(sql, params):
+            try:
+                total += _cost(cost)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                self._warn_malformed(row_id, exc)
+        return total
 
+
+_INSERT = ("INSERT INTO events (namespace, kind, instance_id, at, provider, reason, inferred, "
+           "type_name, region, cost, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
 def _event(row: tuple[Any, ...]) -> Event:
+    """An event from its columns; ``ValueError``/``TypeError`` for a malformed row."""
     kind, instance_id, at, provider, reason, inferred, type_name, region, cost, detail = row
+    when = float(at)
+    if not math.isfinite(when):
+        raise ValueError(f"time {at!r} is not finite")
+    if not isinstance(instance_id, str) or not instance_id:
+        raise ValueError("no instance id")
     return Event(
         kind=EventKind(kind),
         instance_id=instance_id,
-        at=float(at),
-        provider=provider,
-        reason=reason,
+        at=when,
+        provider=provider if isinstance(provider, str) else "",
+        reason=reason if reason is None else str(reason),
         inferred=bool(inferred),
         type_name=type_name,
         region=region,
-        cost=None if cost is None else Decimal(cost),
-        detail=json.loads(detail),
+        cost=None if cost is None else _cost(cost),
+        detail=_detail(detail, strict=True),
     )
+
+
+def _cost(text: Any) -> Decimal:
+    """A stored cost: decimal text, finite and not negative."""
+    if not isinstance(text, (str, int)) or isinstance(text, bool):
+        raise TypeError(f"cost {text!r} is not decimal text")
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"cost {text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"cost {text!r} is not a finite amount of 0 or more")
+    return value
+
+
+def _detail(text: Any, *, strict: bool = False) -> dict[str, Any]:
+    """A stored ``detail``: a JSON object. Malformed: ``ValueError`` when ``strict``,
+    else an empty mapping (for lookups that only want one key)."""
+    try:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"detail is a JSON {type(value).__name__}, not an object")
+    except (ValueError, TypeError) as exc:
+        if strict:
+            raise ValueError(f"detail is not a JSON object: {exc}") from None
+        return {}
+    return value
 
 
 # -- opening, schema and recovery -------------------------------------------------------
@@ -459,7 +630,7 @@ def _probe_read_only(path: Path) -> None:
         return
     try:
         version = _check_version(db, path)
-        if not _check_columns(db) and version == SCHEMA_VERSION:
+        if not _check_columns(db) and version >= 1:
             raise _Unusable("it has no events table")
     except sqlite3.DatabaseError as exc:
         if _is_corruption(exc):
@@ -471,6 +642,8 @@ def _probe_read_only(path: Path) -> None:
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     version = _check_version(db, path)
+    if version >= 1 and not _check_columns(db):
+        raise _Unusable("it has no events table")
     _enable_wal(db)
     if version < SCHEMA_VERSION:
         _create_schema(db, path)

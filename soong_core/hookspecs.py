@@ -126,18 +126,26 @@ def soong_config_schema() -> Mapping[str, Mapping[str, Any]] | None:
 
 @hookspec
 def soong_prepare_launch(request: LaunchRequest, config: Config) -> LaunchContribution | None:
-    """Contribute to a launch request before it is sent: tags and user_data parts.
+    """Contribute to a launch: tags, user_data parts, and which limits it enforces.
 
-    Called once per launch, after the user confirmed and before the provider call.
-    This is how the lease agent travels (it adds its cloud-init script) without the
-    core knowing about it.
+    Called once per planned launch, while ``start`` (or ``Soong.plan_launch``) prepares
+    the panel: before anything is shown, confirmed or launched, so it must have no side
+    effects. ``request`` does not carry soong's launch tags yet (launch id, launch time,
+    deadlines): those exist only at launch. What needs them, or a secret generated for
+    this instance, comes from the contribution's ``finish``, called once at launch
+    (after the user confirmed and the launch intent was recorded, before the provider
+    call). This is how the lease agent travels (it adds its cloud-init script) without
+    the core knowing about it.
 
     :param request: the :class:`~soong_core.models.LaunchRequest` so far (read-only).
     :param config: the validated configuration.
-    :return: a :class:`~soong_core.models.LaunchContribution` or None. Every
-        plugin's contribution is merged in call order; a plugin that raises aborts
-        the launch (nothing is launched half-protected), and a tag set by two plugins
-        to different values is an error.
+    :return: a :class:`~soong_core.models.LaunchContribution` or None. Every plugin's
+        contribution is merged in call order. ``enforces`` names the limits (``lease``,
+        ``idle``, ``hard``) what it installs enforces on the instance: the start panel
+        shows them, and history keeps them with the launch. A plugin that raises (here
+        or in ``finish``), a bad tag, a tag soong writes itself, or a tag set by two
+        plugins to different values aborts the launch: nothing is launched
+        half-protected.
     """
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 Timestamp = float
 """Seconds since the epoch, UTC, as a clock returns them."""
@@ -28,6 +28,9 @@ TAG_LAUNCHED_AT = "soong:launched-at"
 TAG_LEASE_DEADLINE = "soong:lease-deadline"
 TAG_HARD_DEADLINE = "soong:hard-deadline"
 TAG_MODEL = "soong:model"
+CORE_TAGS = frozenset({TAG_LAUNCH_ID, TAG_LAUNCHED_AT, TAG_LEASE_DEADLINE, TAG_HARD_DEADLINE,
+                       TAG_MODEL})
+"""The tags soong itself writes at launch; no plugin may set them."""
 
 TAG_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9-:]+$")
 TAG_VALUE_MAX = 128
@@ -86,6 +89,26 @@ class Reason(str, enum.Enum):
     WATCHDOG = "watchdog"
     MANUAL = "manual"
     PREEMPTED = "preempted"
+    EXTERNAL = "external"
+    """Ended by someone or something outside soong (the web console, another tool, an
+    idle stop nobody reported): soong saw it billing, then saw it gone."""
+
+
+# -- limits ---------------------------------------------------------------------------
+
+LIMIT_LEASE = "lease"
+LIMIT_IDLE = "idle"
+LIMIT_HARD = "hard"
+LIMITS: tuple[str, ...] = (LIMIT_LEASE, LIMIT_IDLE, LIMIT_HARD)
+"""The limits something on an instance can enforce (DESIGN, "Who enforces what is
+declared"): a launch contribution declares which of them it enforces."""
+
+LIMIT_OF_REASON: Mapping[str, str] = {
+    "lease_expired": LIMIT_LEASE,
+    "idle_timeout": LIMIT_IDLE,
+    "hard_timeout": LIMIT_HARD,
+}
+"""The limit behind each built-in termination reason."""
 
 
 class Action(str, enum.Enum):
@@ -104,7 +127,14 @@ _SEVERITY = {Action.KEEP: 0, Action.WARN: 1, Action.TERMINATE: 2}
 
 
 class EventKind(str, enum.Enum):
+    LAUNCH_INTENT = "launch_intent"
+    """Written before the provider is asked to launch; ``instance_id`` is the launch id
+    (the instance has no id yet). A ``launch`` or ``launch_failed`` event with the same
+    ``detail["launch_id"]`` completes it (DESIGN, "Launch intent first")."""
     LAUNCH = "launch"
+    LAUNCH_FAILED = "launch_failed"
+    """A launch intent that produced no instance: the provider refused it, or no
+    instance carrying its launch id turned up."""
     EXTEND = "extend"
     WARNING = "warning"
     TERMINATE = "terminate"
@@ -255,10 +285,33 @@ class LaunchRequest:
 
 @dataclass(frozen=True)
 class LaunchContribution:
-    """A plugin's additions to a launch request, returned from ``soong_prepare_launch``."""
+    """A plugin's additions to a launch request, returned from ``soong_prepare_launch``.
+
+    ``enforces`` names the limits (:data:`LIMITS`: ``"lease"``, ``"idle"``, ``"hard"``)
+    that what this contribution installs enforces on the instance itself; the start
+    panel and ``status`` show them, and history keeps them with the launch.
+
+    The hook runs while the launch is planned, before anything is shown or confirmed,
+    so it must have no side effects. What only exists at launch (a secret generated
+    for this instance, the launch id and deadlines in the tags) comes from ``finish``:
+    called once at launch, after the user confirmed and the launch intent was
+    recorded, with the request as it will be sent (soong's tags included); it returns
+    the tags and user_data parts to add (its own ``enforces`` and ``finish`` are
+    ignored) or None. An exception there aborts the launch before the provider call.
+    """
 
     tags: Mapping[str, str] = field(default_factory=dict)
     user_data_parts: tuple[str, ...] = ()
+    enforces: tuple[str, ...] = ()
+    finish: Callable[[LaunchRequest], LaunchContribution | None] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enforces", tuple(dict.fromkeys(self.enforces)))
+        object.__setattr__(self, "user_data_parts", tuple(self.user_data_parts))
+        unknown = [limit for limit in self.enforces if limit not in LIMITS]
+        if unknown:
+            raise ValueError(f"unknown limit {unknown[0]!r} in enforces "
+                             f"(known: {', '.join(LIMITS)})")
 
 
 @dataclass(frozen=True)
@@ -334,6 +387,10 @@ class InstanceStatus:
     """What the policies judged (current lease deadline, extensions included)."""
     as_of: Timestamp | None = None
     """When this status was computed (the clock's "now")."""
+    enforcement: Mapping[str, tuple[str, ...]] | None = None
+    """What enforces each limit (:data:`LIMITS`) on the instance, by plugin name, as
+    its launch declared; an empty tuple: nothing does. ``None`` when this history has
+    no launch of it (launched elsewhere, or not by soong)."""
 
 
 @dataclass(frozen=True)

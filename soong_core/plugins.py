@@ -7,6 +7,8 @@ a third party is called first and can override a built-in name; then ``check_pen
 
 A plugin that fails to import, to register, or that implements a hook that does not
 exist (a misspelling) is left out with one warning line naming it; the rest works.
+Any plugin can be disabled by name, except a required built-in (:data:`REQUIRED_PLUGINS`):
+:func:`make_plugins` refuses that with a usage error.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
         StatusReporter,
         TunnelBackend,
     )
-    from soong_core.models import Event, Instance, LaunchRequest
+    from soong_core.models import Event, Instance, LaunchContribution, LaunchRequest
 
 log = logging.getLogger("soong.plugins")
 
@@ -44,6 +46,19 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("reporters", "soong_plugins.reporters"),
 )
 """(plugin name, module) of the plugins that ship with soong, in registration order."""
+
+REQUIRED_PLUGINS: Mapping[str, str] = {
+    "policies": ("it registers the lease, hard_timeout and budget policies; without it no "
+                 "limit applies and no budget is checked"),
+}
+"""Built-in plugins that cannot be disabled, each with the reason. :func:`make_plugins`
+refuses to disable one; a manager built without it (``builtins=``) is the caller's choice,
+and the core refuses to launch without the limits it needs."""
+
+REGISTRATION_KINDS: tuple[str, ...] = (
+    "providers", "policies", "reporters", "tunnel_backends", "activity_sources", "commands",
+)
+"""The kinds of things a plugin registers by name: the keys of :meth:`Plugins.registrations`."""
 
 T = TypeVar("T")
 
@@ -60,6 +75,10 @@ class PluginInfo:
     status: str = "loaded"
     """``loaded``, ``disabled`` (by name) or ``failed`` (see ``error``)."""
     error: str | None = None
+    required: bool = False
+    """A built-in listed in :data:`REQUIRED_PLUGINS`: it cannot be disabled."""
+    required_reason: str | None = None
+    """Why it is required (``None`` when it is not)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +161,7 @@ class Plugins:
                  version: str = "", builtin: bool = False) -> bool:
         """Register ``plugin`` under ``name``; on any problem warn, record it, return False."""
         if self.pm.is_blocked(name):
-            self._info[name] = PluginInfo(name, distribution, version, builtin, status="disabled")
+            self._record(name, distribution, version, builtin, status="disabled")
             return False
         try:
             self.pm.register(plugin, name)
@@ -151,7 +170,7 @@ class Plugins:
             self._fail(name, distribution, version, builtin, exc)
             return False
         hooks = tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ()))
-        self._info[name] = PluginInfo(name, distribution, version, builtin, hooks)
+        self._record(name, distribution, version, builtin, hooks=hooks)
         self._cache.clear()
         return True
 
@@ -198,7 +217,7 @@ class Plugins:
             self._fail(name, distribution, version, builtin, exc, keep_previous=True)
             return
         if self.pm.is_blocked(name):
-            self._info[name] = PluginInfo(name, distribution, version, builtin, status="disabled")
+            self._record(name, distribution, version, builtin, status="disabled")
             return
         try:
             plugin = load()
@@ -213,8 +232,14 @@ class Plugins:
         error = " ".join(error.split())  # one line, whatever the exception said
         log.warning("plugin %r (%s) failed to load: %s", name, distribution or "?", error)
         if not keep_previous:
-            self._info[name] = PluginInfo(name, distribution, version, builtin,
-                                          status="failed", error=error)
+            self._record(name, distribution, version, builtin, status="failed", error=error)
+
+    def _record(self, name: str, distribution: str, version: str, builtin: bool, *,
+                hooks: tuple[str, ...] = (), status: str = "loaded",
+                error: str | None = None) -> None:
+        reason = REQUIRED_PLUGINS.get(name) if builtin else None
+        self._info[name] = PluginInfo(name, distribution, version, builtin, hooks, status, error,
+                                      required=reason is not None, required_reason=reason)
 
     def info(self) -> list[PluginInfo]:
         """Every plugin seen: loaded, disabled or failed, built-ins first."""
@@ -287,6 +312,29 @@ class Plugins:
         """CLI commands from plugins; factories take no argument and return a cleo Command."""
         return self._registry("soong_register_commands", "command", None)
 
+    def registrations(self) -> dict[str, dict[str, list[str]]]:
+        """What each plugin registered: ``{plugin: {kind: [names]}}``.
+
+        Every plugin of :meth:`info` appears (one that registered nothing, or was disabled
+        or failed, with empty lists), and every kind of :data:`REGISTRATION_KINDS` is a key.
+        Names are in registration order. A name two plugins registered counts for the one
+        that won it (see :class:`Registry`). Calls the register hooks, instantiates nothing.
+        """
+        registries: dict[str, Callable[[], Registry[Any]]] = {
+            "providers": self.providers,
+            "policies": self.policies,
+            "reporters": self.reporters,
+            "tunnel_backends": self.tunnel_backends,
+            "activity_sources": self.activity_sources,
+            "commands": self.commands,
+        }
+        result = {info.name: {kind: [] for kind in REGISTRATION_KINDS} for info in self.info()}
+        for kind in REGISTRATION_KINDS:
+            for entry in registries[kind]():
+                by_kind = result.setdefault(entry.plugin, {k: [] for k in REGISTRATION_KINDS})
+                by_kind[kind].append(entry.name)
+        return result
+
     def config_sections(self) -> dict[str, tuple[str, Mapping[str, Any]]]:
         """``{section: (plugin, cerberus rules)}`` over all plugins."""
         sections: dict[str, tuple[str, Mapping[str, Any]]] = {}
@@ -306,21 +354,32 @@ class Plugins:
                 sections[section] = (plugin, rules)
         return sections
 
-    def prepare_launch(self, request: LaunchRequest, config: Mapping[str, Any]) -> LaunchRequest:
-        """The request with every plugin's tags and user_data merged; any failure aborts."""
-        from soong_core.models import LaunchContribution
+    def launch_contributions(self, request: LaunchRequest, config: Mapping[str, Any]
+                             ) -> list[tuple[str, LaunchContribution]]:
+        """``[(plugin, contribution)]`` from ``soong_prepare_launch``, in call order.
 
-        for plugin, contribution in self.each("soong_prepare_launch", request=request, config=config):
+        Called while a launch is planned (before the panel), so the hook must have no
+        side effects. Each contribution is checked here, merged in order into
+        ``request``: a wrong return type, a bad tag or a tag two plugins set differently
+        is a :class:`PluginError` naming the plugin, and so is a plugin that raises.
+        """
+        found: list[tuple[str, LaunchContribution]] = []
+        merged = request
+        for impl in self._impls("soong_prepare_launch"):
+            plugin = impl.plugin_name
+            contribution = _contribution(
+                plugin, lambda impl=impl: _call(impl, {"request": request, "config": config}),
+                doing="prepare the launch", source="soong_prepare_launch")
             if contribution is None:
                 continue
-            if not isinstance(contribution, LaunchContribution):
-                raise PluginError(f"plugin {plugin!r}: soong_prepare_launch returned "
-                                  f"{type(contribution).__name__}, not a LaunchContribution")
-            try:
-                request = request.with_contribution(contribution, plugin)
-            except ValueError as exc:
-                raise PluginError(f"plugin {plugin!r}: {exc}") from exc
-        return request
+            merged = _merge(merged, contribution, plugin)
+            found.append((plugin, contribution))
+        return found
+
+    def prepare_launch(self, request: LaunchRequest, config: Mapping[str, Any]) -> LaunchRequest:
+        """The request with every plugin's contribution merged, ``finish`` parts included
+        (what a launch sends; ``Soong.launch`` does the two steps apart)."""
+        return finish_launch(request, self.launch_contributions(request, config))
 
     def status_details(self, instance: Instance, config: Mapping[str, Any]) -> dict[str, Any]:
         """``{plugin: details}``; a failing plugin is a warning, the rest still show."""
@@ -357,6 +416,66 @@ class Plugins:
             yield impl.plugin_name, result
 
 
+def _check_reserved(contribution: LaunchContribution, plugin: str) -> None:
+    """The launch facts are soong's to write: a plugin's tag may not replace one."""
+    from soong_core.models import CORE_TAGS
+
+    taken = sorted(key for key in contribution.tags if key in CORE_TAGS)
+    if taken:
+        raise PluginError(f"plugin {plugin!r} sets tag {taken[0]!r}, which soong writes itself "
+                          "at launch")
+
+
+def _merge(request: LaunchRequest, contribution: LaunchContribution, plugin: str) -> LaunchRequest:
+    try:
+        return request.with_contribution(contribution, plugin)
+    except ValueError as exc:
+        raise PluginError(f"plugin {plugin!r}: {exc}") from exc
+
+
+def finish_launch(request: LaunchRequest,
+                  contributions: Iterable[tuple[str, LaunchContribution]]) -> LaunchRequest:
+    """Merge planned ``contributions`` into ``request`` (which carries soong's launch tags
+    by now), then what each one's ``finish`` adds at launch time. Any failure is a
+    :class:`PluginError` naming the plugin: nothing is launched half-prepared."""
+    from soong_core.models import LaunchContribution
+
+    planned = list(contributions)
+    for plugin, contribution in planned:
+        request = _merge(request, contribution, plugin)
+    for plugin, contribution in planned:
+        finish = contribution.finish
+        if finish is None:
+            continue
+        extra = _contribution(plugin, lambda finish=finish: finish(request),
+                              doing="finish the launch", source="finish")
+        if extra is not None:
+            request = _merge(request, LaunchContribution(extra.tags, extra.user_data_parts),
+                             plugin)
+    return request
+
+
+def _contribution(plugin: str, call: Callable[[], Any], *, doing: str,
+                  source: str) -> LaunchContribution | None:
+    """What ``call`` returns, checked: an exception or a wrong type is a
+    :class:`PluginError` naming ``plugin``, as is a tag soong writes itself."""
+    from soong_core.models import LaunchContribution
+
+    try:
+        result = call()
+    except SoongError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {plugin!r} failed to {doing}: {_one_line(exc)}") from exc
+    if result is None:
+        return None
+    if not isinstance(result, LaunchContribution):
+        raise PluginError(f"plugin {plugin!r}: {source} returned {type(result).__name__}, "
+                          "not a LaunchContribution")
+    _check_reserved(result, plugin)
+    return result
+
+
 def _call(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any:
     return impl.function(*[kwargs[arg] for arg in impl.argnames])
 
@@ -371,6 +490,15 @@ def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
     return {name for name in raw.replace(",", " ").split() if name}
 
 
+def _refuse_disabling_required(disabled: set[str], builtins: Iterable[tuple[str, str]], *,
+                               source: str) -> None:
+    for name, _module in builtins:
+        reason = REQUIRED_PLUGINS.get(name)
+        if reason is not None and name in disabled:
+            raise UsageError(f"plugin {name!r} is required and cannot be disabled: {reason}",
+                             hints=[f"remove {name} from {source}"])
+
+
 def make_plugins(*, entry_points: bool = True, disabled: Iterable[str] | None = None,
                  builtins: Iterable[tuple[str, str]] = BUILTIN_PLUGINS) -> Plugins:
     """A fresh plugin manager: built-ins, then (unless ``entry_points=False``) entry points.
@@ -378,9 +506,15 @@ def make_plugins(*, entry_points: bool = True, disabled: Iterable[str] | None = 
     :param entry_points: load third-party plugins (``--no-plugins`` turns this off).
     :param disabled: plugin names never to register, built-in or not; by default the
         names in ``SOONG_DISABLE_PLUGINS``.
+    :param builtins: the built-in plugins to load, ``(name, module)`` pairs.
+    :raises UsageError: ``disabled`` names a required built-in (:data:`REQUIRED_PLUGINS`).
     """
+    builtins = tuple(builtins)
+    names = disabled_from_env() if disabled is None else set(disabled)
+    _refuse_disabling_required(names, builtins,
+                               source=DISABLE_ENV if disabled is None else "disabled=")
     plugins = Plugins()
-    for name in disabled_from_env() if disabled is None else disabled:
+    for name in names:
         plugins.pm.set_blocked(name)
     plugins.load_builtins(builtins)
     if entry_points:

@@ -1,45 +1,58 @@
-"""Reconcile history with the provider: record why instances ended without us.
+"""Reconcile history with the provider: what soong launched, what still bills, what ended.
 
-An instance can end while no soong process watches: its agent stopped it (idle, lease,
-hard limit), the provider preempted it, someone terminated it in the web console. The
-provider then forgets it, and history would say forever that it is running, counting
-its cost in the budget as if it still billed. DESIGN, "The agent never writes the
-laptop's history": the CLI infers the reason of a vanished instance from its deadlines
-and records it, marked ``inferred``.
+History is the only record of why an instance stopped and what it cost; the provider
+forgets terminated instances. Whatever happened while no soong process watched (a
+launch whose answer was lost, an instance ended in the web console, a preemption) is
+brought into history here, every time the core lists the provider's instances:
+``Soong.instances()``, ``status()``, ``plan_launch()``, ``extend()`` and ``stop()`` all
+go through :func:`reconcile`, so each of them (and the budget) sees the same records.
 
-:func:`reconcile` does that; ``soong status`` calls it first. The rules:
+The rules, given the provider's current list and ``now``:
 
-* a candidate is an instance with a ``launch`` event and no ``terminate`` event in
-  this history namespace (one provider endpoint);
-* one the provider still lists in a billing or ``terminating`` state is left alone
-  (``terminating`` will be ``terminated`` on a later call; nothing is lost by waiting);
-* one listed as ``preempted`` ends with reason ``preempted``, not inferred: the provider
-  said so;
-* one absent or ``terminated`` ends with an inferred reason: ``hard_timeout`` if its
-  hard deadline has passed, else ``lease_expired`` if its current lease deadline (the
-  latest extension in history, else the launch's) has passed, else ``idle_timeout``;
-* its cost is the price times the time from launch to the end: ``min(now, that
-  deadline)``, ``now`` for an idle stop (no deadline had passed), ``min(now, hard
-  deadline)`` for a preemption. The agent enforces the deadlines, so the instance
-  cannot have billed past them, and ending no earlier than the evidence allows keeps
-  the budget's committed spend an upper bound rather than a guess.
+* **Open launch intents** (DESIGN, "Launch intent first"): an intent whose instance
+  the provider lists (found by its ``soong:launch-id`` tag) is *adopted*: the
+  ``launch`` event is recorded, dated at the intent. One older than the grace period
+  with no such instance is recorded ``launch_failed``. Younger ones stay open, and
+  the budget counts them as running.
+* **Sightings**: every listed soong instance in a billing state is noted as seen
+  billing now (:meth:`~soong_core.history.History.note_billing`).
+* **Endings**: a launched instance with no recorded termination that the provider
+  lists as ``terminated`` or ``preempted``, or no longer lists (once the grace period
+  after its launch is over), ended unseen. It ended somewhere between when it was last
+  seen billing and now; its termination event says so:
 
-The event is dated at that end, so ``--history`` windows and budget periods count it
-when the instance stopped, not when soong noticed. Recording is idempotent: an
-instance with a termination in history is never considered again.
+  - listed ``preempted``: reason ``preempted``, the provider's word, not inferred;
+  - otherwise, a deadline that something on the instance *enforces* (the launch's
+    ``enforced`` detail, DESIGN "Who enforces what is declared") and that fell inside
+    that window: ``hard_timeout`` or ``lease_expired``, inferred, ended at that
+    deadline. A deadline nothing enforces, or one the instance was seen billing past,
+    explains nothing;
+  - otherwise ``external`` (inferred): stopped outside soong.
 
-:func:`ended_statuses` and :func:`with_history` read the same events back for
-``status --stopped`` and for instances the provider still lists as ended.
+  ``cost`` is the upper bound (launch to the latest possible end), so the budget's
+  committed spend never under-counts; ``detail["cost_min"]`` is the lower bound (launch
+  to when it was last seen billing) when the two differ.
+
+Instances the provider lists as ``terminating`` are left for a later call, and an
+unreachable provider records nothing: no answer is not evidence that anything ended.
+Every record is written with a check in the same transaction, so two processes that
+reconcile at once record each fact once.
+
+:func:`ended_statuses` and :func:`with_history` read ended instances back as statuses.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from soong_core import costs
 from soong_core.models import (
+    LIMIT_HARD,
+    LIMIT_LEASE,
+    LIMITS,
     TAG_HARD_DEADLINE,
     TAG_LAUNCH_ID,
     TAG_LAUNCHED_AT,
@@ -60,18 +73,25 @@ if TYPE_CHECKING:
 HOUR = 3600.0
 
 LIST_GRACE_S = 60.0
-"""An instance launched less than this long ago is not declared gone for being absent
-from the provider's list: a list that lags a just-returned launch must not make soong
-record a termination (and count the cost twice in the budget) for a billing instance."""
+"""How long after a launch (or a launch intent) absence from the provider's list is not
+yet evidence: an API may list a new instance a moment after answering the launch, and
+a launch whose answer was lost may appear a moment later."""
 
 HISTORY_DETAILS = "history"
 """The key under which :func:`with_history` and :func:`ended_statuses` put what
 history says about an ended instance in ``InstanceStatus.details``: ``reason``,
-``inferred``, ``ended_at`` (a timestamp). No plugin may register under this name's
-meaning; reporters read it to show why an instance stopped."""
+``inferred``, ``ended_at`` (a timestamp) and ``cost_min`` (decimal text or ``None``).
+Reporters read it to show why an instance stopped."""
 
 PRICE_DETAIL = "price_cents_per_hour"
 """The launch event's detail key for the instance's price (integer cents per hour)."""
+
+ENFORCED_DETAIL = "enforced"
+"""The launch event's detail key for what enforces each limit on the instance:
+``{"lease": [plugin, ...], "idle": [...], "hard": [...]}``."""
+
+EXTERNAL_NOTE = "stopped outside soong"
+IDLE_NOTE = "stopped outside soong, or by its idle timeout"
 
 
 def launch_price_cents(launch: Event) -> int | None:
@@ -98,24 +118,60 @@ def launch_price_cents(launch: Event) -> int | None:
     return int(cents)
 
 
+def enforcement(launch: Event | None) -> dict[str, tuple[str, ...]] | None:
+    """What enforces each limit on the instance ``launch`` recorded: ``{limit: plugins}``
+    for every limit (an empty tuple: nothing). ``None`` without a launch event. A
+    launch recorded before soong kept this had nothing enforcing anything."""
+    if launch is None:
+        return None
+    raw = launch.detail.get(ENFORCED_DETAIL)
+    raw = raw if isinstance(raw, Mapping) else {}
+    result: dict[str, tuple[str, ...]] = {}
+    for limit in LIMITS:
+        names = raw.get(limit)
+        result[limit] = tuple(n for n in names if isinstance(n, str)) \
+            if isinstance(names, list) else ()
+    return result
+
+
 def reconcile(soong: Soong, *, instances: Sequence[Instance] | None = None,
               grace_s: float = LIST_GRACE_S) -> list[Event]:
-    """Record a termination for each launched instance that ended without soong seeing it.
+    """Bring ``soong``'s history up to date with the provider's list (see the module).
 
     :param soong: the core whose provider, history, config, clock and plugins are used.
     :param instances: the provider's current list, when the caller already has it (one
         fewer API call under a 1 request/s rate limit); by default it is listed here.
     :param grace_s: see :data:`LIST_GRACE_S`.
-    :return: the events recorded by this call (each also broadcast to
-        ``soong_lifecycle_event``), oldest end first; empty when nothing changed.
-    :raises SoongError: the provider could not be listed (nothing is recorded then:
-        an unreachable API is not evidence that anything ended).
+    :return: the events recorded by this call (each ``launch`` and ``terminate`` also
+        broadcast to ``soong_lifecycle_event``), oldest first; empty when nothing changed.
+    :raises SoongError: the provider could not be listed (nothing is recorded then).
+    :raises HistoryError: history could not be read or written.
     """
-    listed = {i.id: i for i in (soong.instances() if instances is None else instances)}
+    listed_all = list(soong.provider.list_instances() if instances is None else instances)
+    listed = {i.id: i for i in listed_all}
+    by_launch_id = {i.launch_id: i for i in listed_all if i.launch_id}
     history = soong.history
-    ended = {e.instance_id for e in history.events(kinds=[EventKind.TERMINATE])}
     now = soong.clock.now()
     recorded: list[Event] = []
+
+    for intent in history.open_intents():
+        launch_id = str(intent.detail.get("launch_id") or intent.instance_id)
+        found = by_launch_id.get(launch_id)
+        if found is not None:
+            event = _adopted(soong, intent, found)
+            if history.record_unless(event, kinds=[EventKind.LAUNCH], launch_id=launch_id):
+                soong.plugins.emit(event, soong.config)
+                recorded.append(event)
+        elif now - intent.at >= grace_s:
+            event = Event(EventKind.LAUNCH_FAILED, intent.instance_id, now,
+                          provider=intent.provider, type_name=intent.type_name,
+                          detail={"launch_id": launch_id, "observed_at": now,
+                                  "error": "no instance carries its launch id"})
+            if history.record_unless(event, kinds=[EventKind.LAUNCH, EventKind.LAUNCH_FAILED],
+                                     instance_id=intent.instance_id, launch_id=launch_id):
+                recorded.append(event)
+
+    ended = {e.instance_id for e in history.events(kinds=[EventKind.TERMINATE])}
     for launch in history.events(kinds=[EventKind.LAUNCH]):
         if launch.instance_id in ended:
             continue
@@ -124,14 +180,26 @@ def reconcile(soong: Soong, *, instances: Sequence[Instance] | None = None,
             continue
         if current is not None and not current.state.ended:
             continue  # still billing, or terminating: look again next time
-        if history.has_terminated(launch.instance_id):
-            continue  # another process recorded it since we listed (the watchdog)
         event = _termination(soong, launch, current, now)
-        history.record(event)
-        soong.plugins.emit(event, soong.config)
+        if history.record_unless(event, kinds=[EventKind.TERMINATE]):
+            soong.plugins.emit(event, soong.config)
+            recorded.append(event)
         ended.add(launch.instance_id)
-        recorded.append(event)
+
+    history.note_billing([i.id for i in listed_all if i.managed and i.state.billing], now)
     return sorted(recorded, key=lambda e: e.at)
+
+
+def _adopted(soong: Soong, intent: Event, instance: Instance) -> Event:
+    """The ``launch`` event of an intent whose instance turned up in the provider's list."""
+    detail = dict(intent.detail)
+    detail["adopted"] = True
+    if instance.price_cents_per_hour is not None:
+        detail.setdefault(PRICE_DETAIL, instance.price_cents_per_hour)
+    return Event(EventKind.LAUNCH, instance.id, intent.at,
+                 provider=intent.provider or soong.provider.name,
+                 type_name=instance.type_name or intent.type_name,
+                 region=instance.region or intent.region, cost=intent.cost, detail=detail)
 
 
 def _termination(soong: Soong, launch: Event, current: Instance | None, now: Timestamp) -> Event:
@@ -147,27 +215,41 @@ def _termination(soong: Soong, launch: Event, current: Instance | None, now: Tim
     if lease is None:
         lease = launched + float(defaults["lease_hours"]) * HOUR
     lease = min(lease, hard)  # an extension never passes the hard limit
+    seen = max(launched, soong.history.last_seen_billing(launch.instance_id) or launched)
+    enforced = enforcement(launch) or {}
 
-    if current is not None and current.state is InstanceState.PREEMPTED:
-        reason, inferred, end = Reason.PREEMPTED.value, False, min(now, hard)
-    elif now >= hard:
-        reason, inferred, end = Reason.HARD_TIMEOUT.value, True, hard
-    elif now >= lease:
-        reason, inferred, end = Reason.LEASE_EXPIRED.value, True, lease
-    else:
-        reason, inferred, end = Reason.IDLE_TIMEOUT.value, True, now
-
-    price = current.price_cents_per_hour if current is not None else None
-    if price is None:
-        price = launch_price_cents(launch)
-    cost = costs.cost_between(price, launched, end) if price is not None else None
     detail: dict[str, Any] = {
         "observed_at": now,
         "provider_state": current.state.value if current is not None else "absent",
         "lease_deadline": lease,
         "hard_deadline": hard,
+        "last_seen_billing": seen,
     }
+    if current is not None and current.state is InstanceState.PREEMPTED:
+        reason, inferred, end = Reason.PREEMPTED.value, False, now
+    else:
+        # Deadlines something enforced, that fell after the last sighting: the
+        # earliest explains the ending (the hard limit when both fall together).
+        due = sorted((deadline, rank, why) for deadline, rank, why, limit in (
+            (hard, 0, Reason.HARD_TIMEOUT.value, LIMIT_HARD),
+            (lease, 1, Reason.LEASE_EXPIRED.value, LIMIT_LEASE))
+            if enforced.get(limit) and seen < deadline <= now)
+        if due:
+            end, _, reason = due[0]
+            inferred = True
+        else:
+            reason, inferred, end = Reason.EXTERNAL.value, True, now
+            detail["note"] = IDLE_NOTE if enforced.get("idle") else EXTERNAL_NOTE
+
+    price = current.price_cents_per_hour if current is not None else None
+    if price is None:
+        price = launch_price_cents(launch)
+    cost = None
     if price is not None:
+        cost = costs.cost_between(price, launched, end)
+        low = costs.cost_between(price, launched, min(seen, end))
+        if low != cost:
+            detail["cost_min"] = str(low)
         detail[PRICE_DETAIL] = price
     for key in ("launch_id", "name"):
         if key in launch.detail:
@@ -191,7 +273,7 @@ def ended_statuses(soong: Soong, *, since: Timestamp,
     instances). Each is rebuilt from its launch and latest termination events: state
     ``preempted`` or ``terminated``, the launch facts as soong tags (so uptime and
     deadlines show as for a running one), cost so far and estimated total both the
-    recorded cost, and ``details["history"]`` = ``{reason, inferred, ended_at}``.
+    recorded cost, and ``details["history"]`` (see :data:`HISTORY_DETAILS`).
     Ids in ``exclude`` (those the provider still lists) are left out. Oldest end first.
     """
     skip = set(exclude)
@@ -206,16 +288,17 @@ def ended_statuses(soong: Soong, *, since: Timestamp,
         statuses.append(InstanceStatus(
             instance=_instance_from_history(launch, end), decision=None,
             cost_so_far=end.cost, estimated_total=end.cost,
-            details={HISTORY_DETAILS: _ended_detail(end)}))
+            details={HISTORY_DETAILS: _ended_detail(end)},
+            enforcement=enforcement(launch)))
     return sorted(statuses, key=lambda s: s.details[HISTORY_DETAILS]["ended_at"])
 
 
 def with_history(soong: Soong, statuses: Sequence[InstanceStatus]) -> list[InstanceStatus]:
     """``statuses`` with what history knows of those the provider lists as ended.
 
-    A ``preempted`` or ``terminated`` instance no longer bills, but ``Soong.status()``
-    prices it up to now; its recorded cost replaces that, and ``details["history"]``
-    says why it ended. Statuses of billing instances come back unchanged.
+    A ``preempted`` or ``terminated`` instance no longer bills: its recorded cost
+    replaces the cost "until now", and ``details["history"]`` says why it ended.
+    Statuses of billing instances come back unchanged.
     """
     result = []
     for status in statuses:
@@ -231,7 +314,9 @@ def with_history(soong: Soong, statuses: Sequence[InstanceStatus]) -> list[Insta
 
 
 def _ended_detail(end: Event) -> dict[str, Any]:
-    return {"reason": end.reason, "inferred": end.inferred, "ended_at": end.at}
+    low = end.detail.get("cost_min")
+    return {"reason": end.reason, "inferred": end.inferred, "ended_at": end.at,
+            "cost_min": low if isinstance(low, str) else None}
 
 
 def _launch_event(events: Sequence[Event]) -> Event | None:
@@ -266,7 +351,7 @@ def _instance_from_history(launch: Event | None, end: Event) -> Instance:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
 

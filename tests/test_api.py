@@ -264,3 +264,68 @@ def test_wait_for_capacity_polls_the_catalogue(plugins: Plugins, clock: ManualCl
     assert polls == [1, 2]
     with pytest.raises(SoongError, match="no capacity for gpu_1x_a10 in us-east-1 after 20s"):
         soong.wait_for_capacity("gpu_1x_a10", ["us-east-1"], timeout=20)
+
+
+@pytest.mark.parametrize("offset, allowed", [(0, True), (60, True), (-60, True),
+                                             (61, False), (-3600, False)])
+def test_a_launch_from_a_clock_off_the_providers_is_refused_before_anything_is_shown(
+        soong: Soong, fake_provider: FakeProvider, offset: float, allowed: bool) -> None:
+    fake_provider.server_offset = offset
+    if allowed:
+        soong.launch(hours=2)
+        return
+    with pytest.raises(SoongError, match=r"this machine's clock is \S+ (ahead of|behind) the "
+                                         r"fake API's clock \(at most 60s allowed\)"):
+        soong.plan_launch(hours=2)
+    assert [c for c, _ in fake_provider.calls if c == "launch"] == []
+    assert soong.history.events() == []
+
+
+def test_contributions_are_collected_at_plan_time_and_finished_at_launch(
+        soong: Soong, register_plugin: Any, fake_provider: FakeProvider) -> None:
+    finished: list[Any] = []
+
+    class Agent:
+        @staticmethod
+        def soong_prepare_launch(request: Any) -> LaunchContribution:
+            assert "soong:launch-id" not in request.tags  # planned: no launch facts yet
+            return LaunchContribution(
+                tags={"agent:version": "1"}, enforces=("lease", "idle"),
+                finish=lambda final: finished.append(final) or LaunchContribution(
+                    user_data_parts=(f"# token for {final.tags['soong:launch-id']}",)))
+
+    from soong_core.hookspecs import hookimpl
+
+    hookimpl(Agent.soong_prepare_launch)
+    register_plugin(Agent, "agent")
+    plan = soong.plan_launch(hours=2)
+    assert plan.enforcement == {"lease": ("agent",), "idle": ("agent",), "hard": ()}
+    assert finished == []
+    instance = soong.launch(plan=plan)
+    [request] = [r for c, r in fake_provider.calls if c == "launch"]
+    assert request.tags["agent:version"] == "1"
+    assert request.user_data == f"# token for {instance.launch_id}"
+    assert len(finished) == 1
+
+
+def test_a_plugin_failing_at_launch_launches_nothing_and_closes_the_intent(
+        soong: Soong, register_plugin: Any, fake_provider: FakeProvider) -> None:
+    from soong_core.errors import PluginError
+    from soong_core.hookspecs import hookimpl
+
+    def broken(final: Any) -> None:
+        raise OSError("cannot write the agent token")
+
+    class Agent:
+        @staticmethod
+        @hookimpl
+        def soong_prepare_launch() -> LaunchContribution:
+            return LaunchContribution(enforces=("lease",), finish=broken)
+
+    register_plugin(Agent, "agent")
+    with pytest.raises(PluginError, match="plugin 'agent' failed to finish the launch: "
+                                          "OSError: cannot write the agent token"):
+        soong.launch(hours=2)
+    assert [c for c, _ in fake_provider.calls if c == "launch"] == []
+    assert [e.kind for e in soong.history.events()] == [EventKind.LAUNCH_INTENT,
+                                                        EventKind.LAUNCH_FAILED]

@@ -46,7 +46,14 @@ def test_start_shows_the_panel_launches_and_waits(run_cli: Any, cloud: FakeProvi
     [instance] = cloud.list_instances()
     assert instance.state is InstanceState.ACTIVE
     with History.open(namespace=namespace_for("fake")) as history:
-        assert [e.kind for e in history.events()] == [EventKind.LAUNCH]
+        intent, launch = history.events()
+    assert (intent.kind, launch.kind) == (EventKind.LAUNCH_INTENT, EventKind.LAUNCH)
+    assert intent.instance_id == launch.detail["launch_id"] == request.tags["soong:launch-id"]
+    assert intent.at <= launch.at and intent.cost == launch.cost
+    assert launch.detail["enforced"] == {"lease": [], "idle": [], "hard": []}
+    # nothing on the instance enforces a limit yet, and the panel says so for each
+    assert result.stdout.count("nothing: stop it yourself") == 3
+    assert "idle stop after" not in result.stdout
 
 
 def test_start_without_yes_asks_and_no_launches_nothing(run_cli: Any, cloud: FakeProvider) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from soong_core import Soong
 from soong_core.clock import ManualClock
 from soong_core.config import write_config_file
 from soong_core.errors import SoongError
-from soong_core.fake import FakeProvider
+from soong_core.fake import DeclaringPlugin, FakeProvider
 from soong_core.models import (
     Action,
     Decision,
@@ -70,6 +71,13 @@ def launch(cloud: FakeProvider, plugins: Plugins, clock: ManualClock) -> Callabl
     return launch
 
 
+@pytest.fixture
+def enforced(register_plugin: Callable[..., str]) -> None:
+    """Launches declare lease and hard limit enforced (as the lease agent will), so an
+    instance that vanishes past its lease is inferred ``lease_expired``."""
+    register_plugin(DeclaringPlugin(("lease", "hard")), "enforcer")
+
+
 def unmanaged(cloud: FakeProvider, name: str) -> Instance:
     """An instance launched outside soong: no soong tags."""
     return cloud.launch(LaunchRequest("gpu_1x_a100", ("us-west-2",), name=name))
@@ -103,7 +111,8 @@ def test_table_shows_state_costs_and_the_next_stop_with_its_reason(
                                 "EST.", "TOTAL", "NEXT", "STOP"]
     assert row(result.stdout, "train").split() == [
         instance.id, "train", "active", "198.51.100.2", "gpu_1x_a10", "1h30m", "2h29m",
-        "$1.13", "$3.00", "2h29m:", "lease_expired"]
+        "$1.13", "$3.00", "2h29m:", "lease_expired", "(not", "enforced:", "stop", "it",
+        "yourself)"]  # nothing on the instance enforces its lease yet
     assert ESC not in result.stdout  # not a terminal: plain
     assert result.stderr == ""
 
@@ -164,7 +173,8 @@ def test_an_unreachable_provider_is_one_line_with_a_hint(
 
 
 def test_json_follows_the_documented_schema_and_is_all_of_stdout(
-        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider,
+        enforced: None) -> None:
     instance = launch(ago=HOUR + 30 * 60, hours=4, name="train")
     launch(ago=5 * HOUR, hours=2, name="late")
     unmanaged(cloud, "by-hand")
@@ -187,11 +197,14 @@ def test_json_follows_the_documented_schema_and_is_all_of_stdout(
     assert train["next_stop"]["action"] == "keep"
     assert train["next_stop"]["at"] == train["lease_deadline"]
     assert train["ended"] is None and train["details"] == {}
+    assert train["enforcement"] == {"lease": ["enforcer"], "idle": [], "hard": ["enforcer"]}
+    assert train["next_stop"]["enforced_by"] == ["enforcer"]
     assert by_name["late"]["overdue"] is True and by_name["late"]["time_left_s"] < -3 * HOUR + 1
     assert by_name["late"]["next_stop"]["action"] == "terminate"
     hand = by_name["by-hand"]
     assert (hand["managed"], hand["uptime_s"], hand["cost_so_far"], hand["launched_at"],
             hand["next_stop"], hand["price_per_hour"]) == (False, None, None, None, None, "1.29")
+    assert hand["enforcement"] is None
 
 
 def test_the_schema_rejects_what_it_promises_never_to_print(
@@ -214,7 +227,8 @@ def test_the_schema_rejects_what_it_promises_never_to_print(
 
 
 def test_history_shows_an_inferred_termination_with_its_cost(
-        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider,
+        enforced: None) -> None:
     gone = launch(ago=3 * HOUR, hours=2, name="gone")
     cloud.terminate([gone.id])
     result = run_cli("status --history")
@@ -223,21 +237,44 @@ def test_history_shows_an_inferred_termination_with_its_cost(
     assert lines[0].split() == ["TIME", "KIND", "INSTANCE", "REASON", "COST"]
     launch_row, end_row = lines[1].split(), lines[2].split()
     assert launch_row[1:] == ["launch", gone.id, "-", "$1.50"]
-    assert end_row[1:] == ["terminate", gone.id, "lease_expired", "(inferred)", "$1.50"]
+    assert end_row[1:] == ["terminate", gone.id, "lease_expired", "(inferred)", "$0.00-$1.50"]
     assert "ended: lease_expired (inferred)" in result.stderr
     again = run_cli("status --history")
     assert again.stdout == result.stdout and again.stderr == ""  # recorded once
 
 
 def test_history_json_follows_the_schema(run_cli: Run, launch: Callable[..., Instance],
-                                         cloud: FakeProvider) -> None:
+                                         cloud: FakeProvider, enforced: None) -> None:
     gone = launch(ago=3 * HOUR, hours=2, name="gone")
     cloud.terminate([gone.id])
     result = run_cli("status --history --json")
     document = json.loads(result.stdout)
     schema_validator("history").validate(document)
-    kinds = [(e["kind"], e["reason"], e["inferred"], e["cost"]) for e in document["events"]]
-    assert kinds == [("launch", None, False, "1.50"), ("terminate", "lease_expired", True, "1.50")]
+    kinds = [(e["kind"], e["reason"], e["inferred"], e["cost"], e["cost_min"])
+             for e in document["events"]]
+    assert kinds == [("launch_intent", None, False, "1.50", None),
+                     ("launch", None, False, "1.50", None),
+                     ("terminate", "lease_expired", True, "1.50", "0.00")]
+    intent, launched = document["events"][:2]
+    assert intent["instance_id"] == launched["detail"]["launch_id"] != launched["instance_id"]
+
+
+def test_an_ending_nothing_explains_is_external_with_its_cost_range(
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+    gone = launch(ago=3 * HOUR, hours=2, name="gone")
+    assert run_cli("status").exit_code == 0  # seen billing now, 3 h after its launch
+    cloud.terminate([gone.id])
+    result = run_cli("status --history")
+    # seen billing a moment before it was seen gone: the range is under a cent wide
+    assert f"note: instance {gone.id} ended: external (inferred), cost $2.2" in result.stderr
+    end_row = result.stdout.splitlines()[-1].split()
+    assert end_row[1:4] == ["terminate", gone.id, "external"]
+    assert re.fullmatch(r"\$2\.2[0-9]", end_row[-1]), end_row
+    document = json.loads(run_cli("status --history --json").stdout)
+    schema_validator("history").validate(document)
+    end = document["events"][-1]
+    assert (end["reason"], end["inferred"]) == ("external", True)
+    assert Decimal(end["cost_min"]) <= Decimal(end["cost"])
 
 
 def test_history_hours_sets_the_window(run_cli: Run, launch: Callable[..., Instance]) -> None:
@@ -249,7 +286,8 @@ def test_history_hours_sets_the_window(run_cli: Run, launch: Callable[..., Insta
 
 
 def test_stopped_adds_instances_that_ended_in_the_window(
-        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider,
+        enforced: None) -> None:
     launch(ago=HOUR, hours=4, name="train")
     gone = launch(ago=3 * HOUR, hours=2, name="gone")
     cloud.terminate([gone.id])
@@ -258,13 +296,15 @@ def test_stopped_adds_instances_that_ended_in_the_window(
     stopped = run_cli("status --stopped").stdout
     cells = row(stopped, gone.id).split()
     assert cells[2] == "terminated" and cells[5] == "2h"  # uptime to its end, not to now
-    assert row(stopped, gone.id).endswith("$1.50  ended: lease_expired (inferred)")
+    assert row(stopped, gone.id).split()[-5:] == ["$0.00-$1.50", "$1.50", "ended:",
+                                                  "lease_expired", "(inferred)"]
     assert "train" in stopped
     assert gone.id not in run_cli("status --stopped --hours 0.5").stdout
     document = json.loads(run_cli("status --stopped --json").stdout)
     schema_validator().validate(document)
     [ended] = [i for i in document["instances"] if i["id"] == gone.id]
     assert ended["ended"]["reason"] == "lease_expired" and ended["ended"]["inferred"] is True
+    assert ended["ended"]["cost_min"] == "0.00"
     assert ended["state"] == "terminated" and ended["cost_so_far"] == "1.50"
     assert ended["next_stop"] is None
 
@@ -327,8 +367,10 @@ def test_history_instance_id_reaches_instances_that_are_gone(
     gone = launch(ago=3 * HOUR, hours=2, name="gone")
     cloud.terminate([gone.id])
     document = json.loads(run_cli(["status", "--history", "--json", "-i", gone.id]).stdout)
-    assert {e["instance_id"] for e in document["events"]} == {gone.id}
-    assert len(document["events"]) == 2
+    intent, *rest = document["events"]
+    assert intent["kind"] == "launch_intent" and intent["instance_id"] == gone.launch_id
+    assert {e["instance_id"] for e in rest} == {gone.id}
+    assert len(rest) == 2
     assert keep.id not in run_cli(["status", "--history", "-i", gone.id]).stdout
 
 

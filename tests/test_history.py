@@ -545,3 +545,114 @@ def test_threads_share_or_own_connections_and_lose_nothing(db_path: Path) -> Non
         assert len({e.instance_id for e in shared.events()}) == 4 * count
     finally:
         shared.close()
+
+
+# -- sightings, intents, atomic checks, and failing loudly (schema 2) -------------------------
+
+
+V1_EVENTS = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, kind TEXT NOT NULL,
+    instance_id TEXT NOT NULL, at REAL NOT NULL, provider TEXT NOT NULL DEFAULT '',
+    reason TEXT, inferred INTEGER NOT NULL DEFAULT 0, type_name TEXT, region TEXT,
+    cost TEXT, detail TEXT NOT NULL DEFAULT '{}')
+"""
+
+
+def test_a_version_1_file_gains_the_sightings_table_and_keeps_its_events(db_path: Path) -> None:
+    with raw_db(db_path) as raw:
+        raw.execute(V1_EVENTS)
+        raw.execute("INSERT INTO events (namespace, kind, instance_id, at, cost) "
+                    f"VALUES ('{REAL}', 'terminate', 'i-old', {T0}, '1.25')")
+        raw.execute("PRAGMA user_version = 1")
+    with History.open(db_path, REAL) as history:
+        assert [e.instance_id for e in history.events()] == ["i-old"]
+        assert history.ended_cost() == Decimal("1.25")
+        history.note_billing(["i-new"], T0)
+        assert history.last_seen_billing("i-new") == T0
+    with raw_db(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_sightings_keep_the_latest_time_per_instance_and_namespace(db_path: Path) -> None:
+    with History.open(db_path, REAL) as real, History.open(db_path, SIM) as sim:
+        real.note_billing(["i-1", "i-2"], T0 + 10)
+        real.note_billing(["i-1"], T0 + 5)  # an older sighting never moves it back
+        real.note_billing([], T0 + 99)
+        sim.note_billing(["i-1"], T0 + 50)
+        assert (real.last_seen_billing("i-1"), real.last_seen_billing("i-2")) == (T0 + 10,
+                                                                                  T0 + 10)
+        assert sim.last_seen_billing("i-1") == T0 + 50
+        assert real.last_seen_billing("i-3") is None
+
+
+def test_open_intents_are_those_no_launch_or_failure_completes(history: History) -> None:
+    for launch_id in ("a", "b", "c"):
+        history.record(ev("launch_intent", launch_id, detail={"launch_id": launch_id}))
+    history.record(ev("launch", "i-1", detail={"launch_id": "a"}))
+    history.record(ev("launch_failed", "b", detail={"launch_id": "b"}))
+    assert [e.instance_id for e in history.open_intents()] == ["c"]
+
+
+def test_record_unless_checks_and_writes_in_one_step(history: History) -> None:
+    end = ev("terminate", "i-1", reason="external")
+    assert history.record_unless(end, kinds=["terminate"]) is True
+    assert history.record_unless(end, kinds=["terminate"]) is False
+    adopted = ev("launch", "i-9", detail={"launch_id": "L"})
+    assert history.record_unless(adopted, kinds=["launch"], launch_id="L") is True
+    again = ev("launch", "i-10", detail={"launch_id": "L"})  # another id, same launch
+    assert history.record_unless(again, kinds=["launch"], launch_id="L") is False
+    assert [e.instance_id for e in history.events()] == ["i-1", "i-9"]
+
+
+def test_malformed_rows_are_skipped_with_one_warning_each(
+        history: History, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    history.record(ev("launch", "i-good", cost=Decimal("2")))
+    history.record(ev("terminate", "i-good", cost=Decimal("1.5")))
+    with raw_db(db_path) as raw:
+        for kind, detail, cost in (("extend", "{not json", None), ("terminate", "{}", "lots"),
+                                   ("terminate", "[1, 2]", None), ("nonsense", "{}", None),
+                                   ("terminate", "{}", "-3")):
+            raw.execute("INSERT INTO events (namespace, kind, instance_id, at, detail, cost) "
+                        "VALUES (?, ?, 'i-bad', ?, ?, ?)", (REAL, kind, T0, detail, cost))
+    with caplog.at_level(logging.WARNING, logger="soong.history"):
+        for _ in range(3):
+            assert [e.instance_id for e in history.events()] == ["i-good", "i-good"]
+            assert history.ended_cost() == Decimal("1.5")
+            assert history.current_lease_deadline("i-bad") is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 5 and all("is malformed" in w for w in warnings)
+
+
+LOCK_HOLDER = textwrap.dedent("""
+    import sqlite3, sys
+    db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+    db.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+""")
+
+
+def test_a_write_held_off_by_another_process_is_a_history_error_naming_the_file(
+        history: History, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soong_core import history as module
+    from soong_core.history import HistoryError
+
+    monkeypatch.setattr(module, "BUSY_TIMEOUT_S", 0.5)
+    history._db.execute("PRAGMA busy_timeout = 500")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(db_path)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(HistoryError) as caught:
+            history.record(ev("launch"))
+        assert caught.value.exit_code == 1
+        assert caught.value.message == (f"cannot write to the history database {db_path}: "
+                                        "database is locked (another process has held it "
+                                        "for more than 0.5s)")
+        assert history.events() == []  # reading still works: WAL readers are not blocked
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    history.record(ev("launch"))  # and the connection is usable afterwards
+    assert len(history.events()) == 1

@@ -23,7 +23,13 @@ from soong_core.models import (
     LaunchRequest,
     Tunnel,
 )
-from soong_core.plugins import BUILTIN_PLUGINS, Plugins, make_plugins
+from soong_core.plugins import (
+    BUILTIN_PLUGINS,
+    REGISTRATION_KINDS,
+    REQUIRED_PLUGINS,
+    Plugins,
+    make_plugins,
+)
 
 
 def module_plugin(name: str, **hooks: Any) -> types.ModuleType:
@@ -108,14 +114,98 @@ def test_disable_by_environment_covers_builtins_and_third_parties(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake_entry_points(monkeypatch, {"third": module_plugin("third", soong_register_providers=lambda
                                                            register: register("x", FakeProvider))})
-    monkeypatch.setenv("SOONG_DISABLE_PLUGINS", "third, policies")
+    monkeypatch.setenv("SOONG_DISABLE_PLUGINS", "third, reporters")
     plugins = make_plugins()
     status = {p.name: p.status for p in plugins.info()}
     assert status["third"] == "disabled"
-    assert status["policies"] == "disabled"
-    assert status["reporters"] == "loaded"
+    assert status["reporters"] == "disabled"
+    assert status["policies"] == "loaded"
     assert "x" not in plugins.providers()
-    assert plugins.pm.get_plugin("policies") is None
+    assert "table" not in plugins.reporters()
+    assert plugins.pm.get_plugin("reporters") is None
+
+
+@pytest.mark.parametrize("source", ["environment", "argument"])
+def test_a_required_plugin_cannot_be_disabled(monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    disabled: list[str] | None = ["reporters", "policies"]
+    where = "disabled="
+    if source == "environment":
+        monkeypatch.setenv("SOONG_DISABLE_PLUGINS", "reporters,policies")
+        disabled, where = None, "SOONG_DISABLE_PLUGINS"
+    with pytest.raises(UsageError) as raised:
+        make_plugins(entry_points=False, disabled=disabled)
+    error = raised.value
+    assert error.exit_code == 2
+    assert error.message == (
+        "plugin 'policies' is required and cannot be disabled: it registers the lease, "
+        "hard_timeout and budget policies; without it no limit applies and no budget is checked")
+    assert error.hints == (f"remove policies from {where}",)
+
+
+def test_required_plugins_are_marked_and_may_be_left_out_of_builtins() -> None:
+    assert set(REQUIRED_PLUGINS) == {"policies"}
+    plugins = make_plugins(entry_points=False, disabled=())
+    info = {p.name: p for p in plugins.info()}
+    assert info["policies"].required is True
+    assert info["policies"].required_reason == REQUIRED_PLUGINS["policies"]
+    assert "budget" in (info["policies"].required_reason or "")
+    assert [p.name for p in plugins.info() if p.required] == ["policies"]
+    assert all(p.required_reason is None for p in plugins.info() if not p.required)
+    # a manager built without it is the caller's choice: no error here (the core checks
+    # at launch); and disabling a name that is not loaded as a built-in is no refusal
+    without = make_plugins(entry_points=False, disabled=["policies"],
+                           builtins=[b for b in BUILTIN_PLUGINS if b[0] != "policies"])
+    assert "policies" not in [p.name for p in without.info()]
+    assert len(without.policies()) == 0
+
+
+def test_a_third_party_named_like_a_required_builtin_is_not_required(plugins: Plugins) -> None:
+    plugins.unregister("policies")
+    assert plugins.register(module_plugin("policies"), "policies") is True
+    [info] = [p for p in plugins.info() if p.name == "policies"]
+    assert (info.builtin, info.required, info.required_reason) == (False, False, None)
+
+
+# -- what each plugin registers ---------------------------------------------------------
+
+def test_registrations_of_the_builtins(plugins: Plugins) -> None:
+    registrations = plugins.registrations()
+    assert set(registrations) == {name for name, _ in BUILTIN_PLUGINS}
+    assert all(list(kinds) == list(REGISTRATION_KINDS) for kinds in registrations.values())
+    assert registrations["lambda_labs"]["providers"] == ["lambda"]
+    assert registrations["lambda_labs"]["commands"] == ["sim up", "sim status", "sim down"]
+    assert registrations["policies"]["policies"] == ["lease", "hard_timeout", "idle", "budget"]
+    assert registrations["reporters"]["reporters"] == ["table", "json"]
+    assert registrations["fabric_tunnel"] == {kind: [] for kind in REGISTRATION_KINDS}
+
+
+def test_registrations_of_a_third_party_and_of_a_disabled_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    everything = module_plugin(
+        "everything",
+        soong_register_providers=lambda register: register("fake", FakeProvider),
+        soong_register_policies=lambda register: (register("p1", object), register("p2", object)),
+        soong_register_reporters=lambda register: register("lines", LinesReporter),
+        soong_register_tunnel_backends=lambda register: register("dummy", DummyTunnel),
+        soong_register_activity_sources=lambda register: register("always", Always),
+        soong_register_commands=lambda register: register("hello", object),
+    )
+    off = module_plugin("off", soong_register_providers=lambda register: register("o", FakeProvider))
+    fake_entry_points(monkeypatch, {"everything": everything, "off": off})
+    registrations = make_plugins(disabled=["off"]).registrations()
+    assert registrations["everything"] == {
+        "providers": ["fake"], "policies": ["p1", "p2"], "reporters": ["lines"],
+        "tunnel_backends": ["dummy"], "activity_sources": ["always"], "commands": ["hello"]}
+    assert registrations["off"] == {kind: [] for kind in REGISTRATION_KINDS}
+
+
+def test_a_name_won_by_a_third_party_counts_for_it(
+        plugins: Plugins, register_plugin: Any) -> None:
+    register_plugin(module_plugin("mine", soong_register_reporters=lambda register: register(
+        "table", LinesReporter)), "mine")
+    registrations = plugins.registrations()
+    assert registrations["mine"]["reporters"] == ["table"]
+    assert registrations["reporters"]["reporters"] == ["json"]
 
 
 @pytest.mark.parametrize("broken, expected", [
@@ -309,9 +399,15 @@ def test_soong_prepare_launch_merges_tags_and_user_data_in_order(
 def test_soong_prepare_launch_failures_abort_the_launch(plugins: Plugins, register_plugin: Any) -> None:
     register_plugin(module_plugin("clash", soong_prepare_launch=lambda request: LaunchContribution(
         tags={"soong:launch-id": "other"})), "clash")
-    with pytest.raises(PluginError, match="plugin 'clash': plugin 'clash' sets tag 'soong:launch-id'"):
+    with pytest.raises(PluginError, match="plugin 'clash' sets tag 'soong:launch-id', which "
+                                          "soong writes itself"):
         plugins.prepare_launch(LaunchRequest("t", ("r",), tags={"soong:launch-id": "abc"}), {})
     plugins.unregister("clash")
+    register_plugin(module_plugin("twice", soong_prepare_launch=lambda request: LaunchContribution(
+        tags={"team:owner": "bob"})), "twice")
+    with pytest.raises(PluginError, match="plugin 'twice': plugin 'twice' sets tag 'team:owner'"):
+        plugins.prepare_launch(LaunchRequest("t", ("r",), tags={"team:owner": "alice"}), {})
+    plugins.unregister("twice")
     register_plugin(module_plugin("badtag", soong_prepare_launch=lambda request: LaunchContribution(
         tags={"Bad Key": "x"})), "badtag")
     with pytest.raises(PluginError, match="must match"):
@@ -322,7 +418,8 @@ def test_soong_prepare_launch_failures_abort_the_launch(plugins: Plugins, regist
         raise RuntimeError("agent bundle missing")
 
     register_plugin(module_plugin("boom", soong_prepare_launch=boom), "boom")
-    with pytest.raises(RuntimeError, match="agent bundle missing"):
+    with pytest.raises(PluginError, match="plugin 'boom' failed to prepare the launch: "
+                                          "RuntimeError: agent bundle missing"):
         plugins.prepare_launch(LaunchRequest("t", ("r",)), {})
 
 

@@ -25,7 +25,18 @@ class SoongCommand(Command):
             return self.handle()
         finally:
             if self._soong is not None:
+                self.note_reconciled()
                 self._soong.close()  # the history database, if the command opened it
+
+    def note_reconciled(self) -> None:
+        """One stderr line per event the core's reconciliation recorded in history
+        (an adopted launch, an instance that ended unseen), so none goes unnoticed."""
+        from cleo.formatters.formatter import Formatter
+
+        if self._soong is None:
+            return
+        for event in self._soong.take_reconciled():
+            self.io.write_error_line(Formatter.escape(reconciled_note(event)))
 
     @property
     def app(self) -> SoongApplication:
@@ -98,3 +109,28 @@ class SoongCommand(Command):
         They win over file and environment for this run and are never saved.
         """
         return {}
+
+
+def reconciled_note(event: Any) -> str:
+    """The note for one event reconciliation recorded."""
+    from decimal import Decimal
+
+    from soong_core.costs import format_money_range
+    from soong_core.models import EventKind
+
+    if event.kind is EventKind.LAUNCH:
+        return (f"note: adopted instance {event.instance_id}: its launch was not recorded "
+                "when it happened; recorded in history now")
+    if event.kind is EventKind.LAUNCH_FAILED:
+        return (f"note: launch {event.instance_id} left no instance (none carries its launch "
+                "id): recorded as failed")
+    how = " (inferred)" if event.inferred else ""
+    low = event.detail.get("cost_min")
+    try:
+        low_amount = Decimal(low) if isinstance(low, str) else None
+    except ArithmeticError:
+        low_amount = None
+    cost = format_money_range(low_amount, event.cost)
+    return (f"note: instance {event.instance_id} ended: {event.reason}{how}, cost {cost}; "
+            "recorded in history")
+

@@ -134,6 +134,7 @@ class LambdaClient:
         """Launch one instance from ``body`` (which carries the ``soong:launch-id`` tag
         ``launch_id``), at most once whatever the network does."""
         attempt = 0
+        uncertain = False  # an earlier attempt may have launched without our knowing
         while True:
             attempt += 1
             try:
@@ -141,10 +142,12 @@ class LambdaClient:
             except errors.ConnectionFailedError as exc:
                 if not exc.maybe_sent:
                     if isinstance(exc, errors.SimulatorNotRunningError) or attempt >= LAUNCH_ATTEMPTS:
+                        exc.nothing_launched = not uncertain
                         raise
                     log.info("launch not sent (%s): trying again", exc.message)
                     self._backoff(attempt)
                     continue
+                uncertain = True
                 log.info("launch reply lost (%s): looking for launch %s before any retry",
                          exc.message, launch_id)
                 found = self.find_launched(launch_id)
@@ -166,8 +169,13 @@ class LambdaClient:
                         hints=["run `soong status` to see whether it is running"])
                 return Launched(ids[0], attempts=attempt)
             if reply.status not in RETRY_STATUSES or attempt >= LAUNCH_ATTEMPTS:
-                raise self._error(reply, action, regions=(region,))
+                error = self._error(reply, action, regions=(region,))
+                # The API refused this request (4xx, 429 included): nothing was created,
+                # unless an earlier attempt of this call went unanswered.
+                error.nothing_launched = reply.status < 500 and not uncertain
+                raise error
             if reply.status != 429:
+                uncertain = True
                 # A gateway error may come after the launch happened: look before retrying.
                 found = self.find_launched(launch_id)
                 if found is not None:

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
+from soong_core.errors import SoongError
 from soong_core.interfaces import Capability, Provider
 from soong_core.models import (
     TAG_LAUNCH_ID,
@@ -87,6 +88,9 @@ class LambdaProvider(Provider):
         self._types_data: dict[str, Any] | None = None
         self._types_at = float("-inf")
         self._recent: dict[str, tuple[float, Instance]] = {}
+        self.clock_rate = 1.0
+        """Cloud seconds per wall second: the factor of an accelerated ``clock`` (a
+        simulator's), so the API's clock is carried forward at its own pace."""
         self.catalogue_source = "none"
         """Where the last catalogue came from: ``live``, ``cache`` (fresh, within the
         TTL), ``stale-cache`` or ``bundled`` (the pricing call failed)."""
@@ -94,11 +98,21 @@ class LambdaProvider(Provider):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LambdaProvider:
         section = config.get("lambda") or {}
-        return cls(section.get("api_url") or DEFAULT_API_URL, section.get("api_key"),
-                   filesystem_name=section.get("filesystem_name"))
+        provider = cls(section.get("api_url") or DEFAULT_API_URL, section.get("api_key"),
+                       filesystem_name=section.get("filesystem_name"))
+        clock = config.get("clock") or {}
+        if clock.get("mode") == "accelerated" and isinstance(clock.get("factor"), (int, float)):
+            provider.clock_rate = float(clock["factor"])
+        return provider
 
     def __repr__(self) -> str:
         return f"LambdaProvider({self.endpoint!r})"
+
+    def server_time(self) -> float | None:
+        """Lambda Cloud's clock now, from the ``Date`` of the latest answer this provider
+        had (see :meth:`.transport.Transport.server_time`); ``None`` before any (a
+        catalogue from the disk cache makes no request). Makes no request."""
+        return self.client.transport.server_time(self.clock_rate)
 
     # -- catalogue -------------------------------------------------------------------------
 
@@ -194,21 +208,29 @@ class LambdaProvider(Provider):
         """Launch in the first of ``request.regions`` that has capacity (see the module)."""
         tags = dict(request.tags)
         launch_id = tags.setdefault(TAG_LAUNCH_ID, uuid.uuid4().hex)
-        check_launch(request, tags)
-        regions = self._regions_for(request)
+        try:
+            check_launch(request, tags)
+            regions = self._regions_for(request)
+        except SoongError as exc:
+            exc.nothing_launched = True  # refused before any launch request was sent
+            raise
         tried: list[str] = []
+        certain = True  # every region tried so far surely launched nothing
         for region in regions:
             body = convert.launch_body(request, region, tags)
             action = f"launching {request.type_name} in {region}"
             try:
                 launched = self.client.launch(body, launch_id, action=action, region=region)
             except errors.NotFoundError as exc:
-                raise errors.NotFoundError(
+                error = errors.NotFoundError(
                     exc.message, code=exc.code, status=exc.status, detail=exc.detail,
                     hints=["something the launch names does not exist: `soong configure` "
-                           "registers your SSH key (ssh.key_name); `soong start --filesystem` "
-                           "creates a filesystem"]) from None
-            except errors.InsufficientCapacityError:
+                           "registers your SSH key (defaults.ssh_key_name); "
+                           "`soong start --filesystem` creates a filesystem"])
+                error.nothing_launched = certain and exc.nothing_launched
+                raise error from None
+            except errors.InsufficientCapacityError as exc:
+                certain = certain and exc.nothing_launched
                 tried.append(region)
                 self._expire_types()
                 if region != regions[-1]:
@@ -219,7 +241,9 @@ class LambdaProvider(Provider):
                 log.warning("no capacity for %s in %s: launched in %s instead",
                             request.type_name, ", ".join(tried), region)
             return self._launched(request, launched, region, tags, tried)
-        raise self._no_capacity(request.type_name, tried)
+        error = self._no_capacity(request.type_name, tried)
+        error.nothing_launched = certain
+        raise error
 
     def _regions_for(self, request: LaunchRequest) -> list[str]:
         """``request.regions`` in order, keeping only those where every requested

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Mapping, TextIO
 
-from soong_core.models import Action, InstanceState, InstanceStatus, Reason, Timestamp
+from soong_core.models import (
+    LIMIT_OF_REASON,
+    Action,
+    InstanceState,
+    InstanceStatus,
+    Reason,
+    Timestamp,
+)
 from soong_core.reconcile import HISTORY_DETAILS
 from soong_core.select import short_ids
 
@@ -27,6 +35,9 @@ class Ended:
     reason: str | None
     inferred: bool
     at: Timestamp | None
+    cost_min: Decimal | None = None
+    """The lower bound of its cost when soong did not see it end (the status's
+    ``cost_so_far`` is then the upper bound); ``None`` when the cost is exact."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,10 @@ class Facts:
     """Still billing although a limit has passed (the agent died, or termination is
     being retried): the row users must notice."""
     ended: Ended | None
+    enforced_by: tuple[str, ...] | None = None
+    """What enforces the limits behind the next stop's reasons on the instance (plugin
+    names; empty: nothing does); ``None`` when not known (no launch of it in history,
+    or no next stop)."""
 
     @property
     def billing(self) -> bool:
@@ -79,7 +94,23 @@ def facts_of(status: InstanceStatus, now: Timestamp) -> Facts:
     return Facts(status=status, now=now, managed=instance.managed, launched_at=launched,
                  uptime_s=uptime, lease_deadline=lease, hard_deadline=instance.hard_deadline,
                  time_left_s=time_left, next_stop_at=stop_at, next_stop_in_s=stop_in,
-                 overdue=overdue, ended=ended)
+                 overdue=overdue, ended=ended, enforced_by=_enforced_by(status, billing))
+
+
+def _enforced_by(status: InstanceStatus, billing: bool) -> tuple[str, ...] | None:
+    """The plugins enforcing the limits behind the decision's reasons (DESIGN, "Who
+    enforces what is declared"). A reason with no known limit behind it (a third
+    party's own policy) is enforced by nothing that declared it."""
+    decision = status.decision
+    if status.enforcement is None or decision is None or not billing or not decision.reasons:
+        return None
+    names: list[str] = []
+    for reason in decision.reasons:
+        limit = LIMIT_OF_REASON.get(reason)
+        for name in status.enforcement.get(limit, ()) if limit else ():
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def _lease_deadline(status: InstanceStatus) -> Timestamp | None:
@@ -105,10 +136,15 @@ def _ended(status: InstanceStatus) -> Ended | None:
     raw = status.details.get(HISTORY_DETAILS)
     if isinstance(raw, Mapping):
         at = raw.get("ended_at")
+        low = raw.get("cost_min")
+        try:
+            cost_min = Decimal(low) if isinstance(low, str) else None
+        except ArithmeticError:
+            cost_min = None
         return Ended(reason=raw.get("reason") if isinstance(raw.get("reason"), str) else None,
                      inferred=bool(raw.get("inferred")),
                      at=float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
-                     else None)
+                     else None, cost_min=cost_min)
     state = status.instance.state
     if state.ended:
         return Ended(reason=Reason.PREEMPTED.value if state is InstanceState.PREEMPTED else None,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 from soong_core.clock import Clock, clock_from_config
 from soong_core.costs import round_cents
 from soong_core.interfaces import StatusReporter
-from soong_core.models import Timestamp, format_timestamp
+from soong_core.models import LIMITS, Timestamp, format_timestamp
 from soong_plugins.reporters.facts import Facts, facts_of
 
 if TYPE_CHECKING:
@@ -58,11 +58,15 @@ def instance_document(fact: Facts) -> dict[str, Any]:
             "reasons": list(decision.reasons),
             "action": decision.action.value,
             "message": decision.message,
+            "enforced_by": None if fact.enforced_by is None else list(fact.enforced_by),
         }
     ended = None
     if fact.ended is not None:
         ended = {"at": when(fact.ended.at), "reason": fact.ended.reason,
-                 "inferred": fact.ended.inferred}
+                 "inferred": fact.ended.inferred, "cost_min": money(fact.ended.cost_min)}
+    enforcement = None
+    if status.enforcement is not None:
+        enforcement = {limit: list(status.enforcement.get(limit, ())) for limit in LIMITS}
     return {
         "id": instance.id,
         "name": instance.name,
@@ -83,6 +87,7 @@ def instance_document(fact: Facts) -> dict[str, Any]:
         "overdue": fact.overdue,
         "next_stop": next_stop,
         "ended": ended,
+        "enforcement": enforcement,
         "details": _jsonable(dict(status.details)),
     }
 

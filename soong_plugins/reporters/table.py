@@ -15,7 +15,7 @@ import io
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from soong_core.clock import Clock, clock_from_config
-from soong_core.costs import UNKNOWN, format_money
+from soong_core.costs import UNKNOWN, format_money, format_money_range
 from soong_core.interfaces import StatusReporter
 from soong_core.models import Action, InstanceState
 from soong_core.policy import format_duration
@@ -45,6 +45,7 @@ STATE_STYLES: Mapping[InstanceState, str] = {
 }
 STILL_BILLING = "still billing"
 UNMANAGED = "unmanaged"
+NOT_ENFORCED = "(not enforced: stop it yourself)"
 
 
 class TableReporter(StatusReporter):
@@ -114,10 +115,16 @@ def row_cells(fact: Facts, short_id: str) -> list[str]:
         instance.type_name or UNKNOWN,
         format_duration(fact.uptime_s) if fact.uptime_s is not None else UNKNOWN,
         _left(fact),
-        format_money(fact.status.cost_so_far),
+        _cost(fact),
         format_money(fact.status.estimated_total) if fact.managed or fact.ended else UNKNOWN,
         next_stop_text(fact),
     ]
+
+
+def _cost(fact: Facts) -> str:
+    """Cost so far; for an ending soong did not see, the range it lies in."""
+    low = fact.ended.cost_min if fact.ended is not None else None
+    return format_money_range(low, fact.status.cost_so_far)
 
 
 def _left(fact: Facts) -> str:
@@ -150,7 +157,15 @@ def next_stop_text(fact: Facts) -> str:
         return f"{STILL_BILLING}: {why}{when}"
     if fact.next_stop_in_s is None:
         return "no limit"
-    return f"{format_duration(fact.next_stop_in_s)}: {why}"
+    return f"{format_duration(fact.next_stop_in_s)}: {why}{enforcement_note(fact)}"
+
+
+def enforcement_note(fact: Facts) -> str:
+    """What follows the next stop: nothing when something on the instance enforces it,
+    else a reminder that the stop happens only if somebody makes it happen."""
+    if fact.enforced_by is None:
+        return " (enforcement unknown)" if fact.status.enforcement is None else ""
+    return "" if fact.enforced_by else f" {NOT_ENFORCED}"
 
 
 def _row_style(fact: Facts) -> str:

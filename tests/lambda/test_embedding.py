@@ -44,7 +44,7 @@ def test_list_types_launch_see_it_active_terminate_it(
         soong.stop([instance.id])
         soong.wait_until_gone([instance.id])
         kinds = [e.kind for e in soong.history.events()]
-        assert kinds == [EventKind.LAUNCH, EventKind.TERMINATE]
+        assert kinds == [EventKind.LAUNCH_INTENT, EventKind.LAUNCH, EventKind.TERMINATE]
         assert soong.history.namespace.endswith(cloud.api_url)
     bill = cloud.control("GET", "/billing")
     assert [i["status"] for i in bill["instances"]] == ["terminated"]

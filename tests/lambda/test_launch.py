@@ -51,16 +51,22 @@ class ScriptedLaunch(HTTPAdapter):
         if step == "connect-timeout":
             cause = ConnectTimeoutError("connection to the API timed out")
             raise requests.exceptions.ConnectTimeout(cause, request=request)
+        if step == "504-before":  # a gateway error; whether the launch happened is unknown
+            return self._gateway_timeout(request)
         response = super().send(request, **kwargs)
         if step == "504-after":
-            fake = requests.Response()
-            fake.status_code = 504
-            fake._content = json.dumps({"error": {"code": "provider/internal-unavailable",
-                                                  "message": "Gateway timeout"}}).encode()
-            fake.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
-            fake.request, fake.url = request, request.url or ""
-            return fake
+            return self._gateway_timeout(request)
         return response
+
+    @staticmethod
+    def _gateway_timeout(request: requests.PreparedRequest) -> requests.Response:
+        fake = requests.Response()
+        fake.status_code = 504
+        fake._content = json.dumps({"error": {"code": "provider/internal-unavailable",
+                                              "message": "Gateway timeout"}}).encode()
+        fake.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
+        fake.request, fake.url = request, request.url or ""
+        return fake
 
 
 def script_launches(provider: LambdaProvider, script: list[str]) -> ScriptedLaunch:
@@ -123,6 +129,28 @@ def test_a_reset_launch_lists_before_retrying_and_launches_once(
     after = operations[operations.index(LAUNCH_OP) + 1:]
     assert after == ["listInstances"] * (1 + transport.READ_RETRIES)
     assert launched_ids(cloud, "launch-1") == []
+    assert caught_nothing_launched(provider) is False  # unknown: the intent stays open
+
+
+def caught_nothing_launched(provider: LambdaProvider, launch_id: str = "launch-1") -> bool:
+    with pytest.raises(errors.LambdaError) as caught:
+        provider.launch(request("us-east-1", "us-west-1", launch_id=launch_id))
+    return caught.value.nothing_launched
+
+
+def test_a_refusal_says_nothing_was_launched_only_when_that_is_certain(
+        provider: LambdaProvider, cloud: SimHarness, ssh_key: str) -> None:
+    for region in ("us-east-1", "us-west-1"):
+        cloud.control("PUT", "/capacity", {"instance_type": "gpu_1x_a10", "region": region,
+                                           "capacity": 0})
+    assert caught_nothing_launched(provider) is True  # every region answered "no capacity"
+    # A gateway error whose launch may have happened, then "no capacity": the first
+    # attempt's outcome is not known, so neither is the launch's.
+    script_launches(provider, ["504-before"])
+    assert caught_nothing_launched(provider, "launch-2") is False
+    with pytest.raises(UsageError) as refused:  # refused before any request went out
+        provider.launch(LaunchRequest("gpu_1x_a10", ("us-east-1",)))
+    assert refused.value.nothing_launched is True
 
 
 def test_failover_to_the_next_region_and_say_where_it_landed(

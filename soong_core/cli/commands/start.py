@@ -19,7 +19,7 @@ class StartCommand(SoongCommand):
                "(default: defaults.region then defaults.fallback_regions).", flag=False,
                multiple=True),
         option("hours", description="Lease in hours (default: defaults.lease_hours); "
-               "`soong extend` adds more, up to the hard limit.", flag=False),
+               "never past the hard limit.", flag=False),
         option("name", description="A name for the instance.", flag=False),
         option("model", description="The model it will serve (default: defaults.model).",
                flag=False),
@@ -148,7 +148,23 @@ def _interrupted(instance_id: str, plan: Any) -> Exception:
         exit_code=130)
 
 
+LABEL_WIDTH = len("hard limit")
+NOT_ENFORCED = "nothing: stop it yourself"
+"""What the panel says of a limit nothing on the instance enforces (DESIGN, "Who
+enforces what is declared"): the user, not soong, must stop it then."""
+
+
+def _enforcer(plugins: Any) -> str:
+    from rich.markup import escape
+
+    if not plugins:
+        return f"[red]{NOT_ENFORCED}[/]"
+    return f"[green]{escape(', '.join(plugins))}[/]"
+
+
 def _panel(plan: Any, soong: Any, filesystem: str | None, create_in: str | None) -> Any:
+    from rich.console import Group
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -156,30 +172,46 @@ def _panel(plan: Any, soong: Any, filesystem: str | None, create_in: str | None)
     from soong_core.costs import format_money, format_rate
 
     request, itype = plan.request, plan.instance_type
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("GPU", f"{itype.name}  {itype.description or itype.gpu_description}".rstrip())
-    grid.add_row("rate", format_rate(itype.price_cents_per_hour))
-    grid.add_row("regions", ", ".join(request.regions) + ("  (tried in order)"
-                                                          if len(request.regions) > 1 else ""))
-    grid.add_row("lease", f"{request.lease_hours:g} h = {format_money(plan.lease_cost)}"
-                          "  (stops then unless extended)")
-    grid.add_row("hard limit", f"{request.hard_timeout_hours:g} h = "
-                               f"{format_money(plan.hard_limit_cost)}  (nothing extends it)")
-    idle = soong.config["defaults"]["idle_timeout_minutes"]
-    grid.add_row("idle stop", f"after {idle:g} min without use")
-    grid.add_row("budget", describe_budget(plan.admission, budget_settings(soong.config).max_dollars))
+
+    def grid(*widths: int | None) -> Any:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", min_width=LABEL_WIDTH)
+        for width in widths:
+            table.add_column(max_width=width)
+        return table
+
+    facts = grid(72)
+    facts.add_row("GPU", escape(f"{itype.name}  {itype.description or itype.gpu_description}"
+                                .rstrip()))
+    facts.add_row("rate", format_rate(itype.price_cents_per_hour))
+    facts.add_row("regions", escape(", ".join(request.regions)) + (
+        "  (tried in order)" if len(request.regions) > 1 else ""))
+    facts.add_row("budget", describe_budget(plan.admission,
+                                            budget_settings(soong.config).max_dollars))
     if request.model:
-        grid.add_row("model", request.model)
+        facts.add_row("model", escape(request.model))
     if filesystem:
         note = f"  (will be created in {create_in})" if create_in else ""
-        grid.add_row("filesystem", filesystem + note)
+        facts.add_row("filesystem", escape(filesystem) + note)
+
+    limits = grid(None, None)
+    limits.add_row("[dim]limit[/]", "", "[dim]enforced by[/]")
+    enforcement = plan.enforcement
+    idle = soong.config["defaults"]["idle_timeout_minutes"]
+    for label, limit, text in (
+            ("lease", "lease", f"{request.lease_hours:g} h = {format_money(plan.lease_cost)}"),
+            ("hard limit", "hard", f"{request.hard_timeout_hours:g} h = "
+                                   f"{format_money(plan.hard_limit_cost)}  (never extended)"),
+            ("idle stop", "idle", f"after {idle:g} min without use")):
+        limits.add_row(label, text, _enforcer(enforcement.get(limit, ())))
+
+    if filesystem:
         disk = (f"Stopping deletes the instance and its local disk; only files on "
-                f"filesystem {filesystem} survive.")
+                f"filesystem {escape(filesystem)} survive.")
     else:
         disk = ("Stopping deletes the instance and its local disk: nothing on it survives "
                 "(attach a filesystem with --filesystem to keep files).")
-    grid.add_row("", "")
-    grid.add_row("[yellow]note[/]", f"[yellow]{disk}[/]")
-    return Panel(grid, title=f"launch {request.name or itype.name}", expand=False)
+    notes = grid(72)
+    notes.add_row("[yellow]note[/]", f"[yellow]{disk}[/]")
+    return Panel(Group(facts, "", limits, "", notes), title=f"launch {request.name or itype.name}",
+                 expand=False)

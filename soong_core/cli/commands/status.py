@@ -1,7 +1,7 @@
 """``soong status``: every instance, what it costs, and when and why it will stop.
 
-The command is thin: the embedding API computes statuses (``Soong.status()``), the
-reconciler records why vanished instances ended (:mod:`soong_core.reconcile`), and a
+The command is thin: the embedding API computes statuses (``Soong.status()``, which
+first reconciles history with the provider: :mod:`soong_core.reconcile`), and a
 reporter plugin renders (``table``, or ``json`` with ``--json``). ``--history`` shows
 the recorded events instead. Imports beyond cleo happen inside :meth:`handle`.
 """
@@ -40,11 +40,13 @@ class AnsiBuffer(io.StringIO):
 
 class StatusCommand(SoongCommand):
     name = "status"
-    description = "List instances: state, cost so far, estimated total, and when and why each stops."
+    description = ("List instances: state, cost so far, estimated total, the next limit and "
+                   "what enforces it.")
     help = ("Shows every instance the provider reports: state, IP, GPU, uptime, time left "
-            "on the lease, cost so far, estimated total, and the next stop with its reason. "
-            "Instances launched by soong that the provider no longer lists are recorded in "
-            "history first, with the reason their deadlines imply (marked inferred).\n\n"
+            "on the lease, cost so far, estimated total, and the next limit with its reason, "
+            "marked when nothing on the instance enforces it. History is brought up to date "
+            "first: a lost launch is adopted by its launch id, and an instance soong launched "
+            "that ended unseen is recorded with what can be told of it (marked inferred).\n\n"
             "--json prints the stable schema of docs/json.md and nothing else on stdout.")
     options: ClassVar[list[Option]] = [
         option("instance-id", "i", "Show one instance: its id, a unique id prefix or its name.",
@@ -76,17 +78,10 @@ class StatusCommand(SoongCommand):
     # -- instances ---------------------------------------------------------------
 
     def _instances(self, soong: Soong, since: Timestamp | None, ref: str | None) -> int:
-        from soong_core.reconcile import ended_statuses, reconcile, with_history
         from soong_core.select import select_instance
 
-        # One provider listing serves both status and the reconciliation (the API
-        # allows one request a second): statuses first, then reconcile on their list.
-        statuses: list[InstanceStatus] = list(soong.status())
-        self._note(reconcile(soong, instances=[s.instance for s in statuses]))
-        statuses = with_history(soong, statuses)
-        if since is not None:
-            statuses += ended_statuses(soong, since=since,
-                                       exclude=[s.instance.id for s in statuses])
+        statuses: list[InstanceStatus] = list(soong.status(ended_since=since))
+        self.note_reconciled()
         if ref is not None:
             chosen = select_instance([s.instance for s in statuses], ref)
             statuses = [s for s in statuses if s.instance.id == chosen.id]
@@ -97,29 +92,22 @@ class StatusCommand(SoongCommand):
         self.io.write(buffer.getvalue(), type=Type.RAW)
         return 0
 
-    def _note(self, events: Sequence[Event]) -> None:
-        """One stderr line per termination the reconciliation just recorded."""
-        from soong_core.costs import format_money
-
-        for event in events:
-            how = " (inferred)" if event.inferred else ""
-            self.io.write_error_line(Formatter.escape(
-                f"note: instance {event.instance_id} ended: {event.reason}{how}, cost "
-                f"{format_money(event.cost)}; recorded in history"))
-
     # -- history -----------------------------------------------------------------
 
     def _history(self, soong: Soong, since: Timestamp, ref: str | None) -> int:
-        from soong_core.reconcile import reconcile
+        from soong_core.models import EventKind
 
         instances = soong.instances()
-        self._note(reconcile(soong, instances=instances))
+        self.note_reconciled()
         events = soong.history.events(since=since)
         if ref is not None:
             from soong_core.select import select_instance
 
             chosen = select_instance(_history_candidates(instances, events), ref)
-            events = [e for e in events if e.instance_id == chosen.id]
+            launch_ids = {e.detail.get("launch_id") for e in events
+                          if e.instance_id == chosen.id and e.kind is EventKind.LAUNCH}
+            events = [e for e in events if e.instance_id == chosen.id
+                      or (e.kind is EventKind.LAUNCH_INTENT and e.instance_id in launch_ids)]
         now = soong.clock.now()
         if self.option("json"):
             from soong_core.models import format_timestamp
@@ -137,19 +125,22 @@ class StatusCommand(SoongCommand):
 
             self.line(f"no events in the last {format_duration(now - since)}")
             return 0
-        self._history_table(events)
+        # A completed intent says nothing its launch does not: the table shows those
+        # still in doubt (the JSON keeps every event).
+        open_ids = {e.instance_id for e in soong.history.open_intents()}
+        self._history_table([e for e in events if e.kind is not EventKind.LAUNCH_INTENT
+                             or e.instance_id in open_ids])
         return 0
 
     def _history_table(self, events: Sequence[Event]) -> None:
-        from soong_core.costs import format_money
         from soong_core.models import format_timestamp
         from soong_core.select import short_ids
 
         shorts = short_ids([e.instance_id for e in events])
         header = ("TIME", "KIND", "INSTANCE", "REASON", "COST")
         rows = [(format_timestamp(e.at), e.kind.value, shorts[e.instance_id],
-                 (e.reason or "-") + (" (inferred)" if e.inferred else ""),
-                 format_money(e.cost) if e.cost is not None else "-") for e in events]
+                 (e.reason or "-") + (" (inferred)" if e.inferred else ""), _cost_cell(e))
+                for e in events]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         for number, row in enumerate([header, *rows]):
             cells = [cell.rjust(w) if i == 4 else cell.ljust(w)
@@ -192,8 +183,35 @@ def event_document(event: Event) -> dict[str, Any]:
         "reason": event.reason,
         "inferred": event.inferred,
         "cost": None if event.cost is None else str(round_cents(event.cost)),
+        "cost_min": _money_text(event.detail.get("cost_min")),
         "detail": dict(event.detail),
     }
+
+
+def _cost_cell(event: Event) -> str:
+    """An event's cost for the table: ``$0.50-$0.75`` when only a range is known."""
+    from decimal import Decimal
+
+    from soong_core.costs import format_money_range
+
+    if event.cost is None:
+        return "-"
+    low = _money_text(event.detail.get("cost_min"))
+    return format_money_range(Decimal(low) if low is not None else None, event.cost)
+
+
+def _money_text(value: Any) -> str | None:
+    """Decimal text from an event's detail as JSON money (two decimals), or None."""
+    from decimal import Decimal
+
+    from soong_core.costs import round_cents
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(round_cents(Decimal(value)))
+    except ArithmeticError:
+        return None
 
 
 def _history_candidates(instances: Sequence[Instance], events: Sequence[Event]) -> list[Instance]:
