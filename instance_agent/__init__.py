@@ -1,2 +1,3 @@
-"""The lease agent: a small daemon on every instance that stops it when it is idle,
-its lease ends or its hard limit passes. Standard library (and pluggy) only."""
+"""The lease agent (not built yet): by design a small daemon on every instance that will
+stop it when it is idle, its lease ends or its hard limit passes. Standard library (and
+pluggy) only."""

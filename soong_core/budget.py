@@ -1,10 +1,11 @@
 """The budget: a spending cap enforced as admission control at launch and extend.
 
-DESIGN, "Budget is admission control": every instance stops by its lease deadline, so
-the spend it can still cause is bounded the moment it is launched or extended. A budget
-therefore never needs to kill anything at runtime; it refuses a launch or an extension
+DESIGN, "Budget is admission control": once every instance stops by its lease deadline,
+the spend it can still cause is bounded the moment it is launched or extended, and a
+budget never needs to kill anything at runtime; it refuses a launch or an extension
 whose cost, added to what is already *committed* in the budget period, would pass the
-cap. The agent never evaluates it.
+cap. Nothing on an instance evaluates it. Until something enforces the lease, an instance
+can run past it: committed spend then counts it up to now, and refuses what comes next.
 
 Committed spend in a period =
   the cost of soong instances that ended in the period (from history), plus

@@ -1,8 +1,8 @@
 """The policy engine: run every cost policy on an instance and combine their verdicts.
 
-The CLI (to show "stops in 1h45m: lease_expired"), the watchdog and the lease agent (to
-enforce it) all call :func:`evaluate`, so they cannot disagree about when an instance
-stops. The rules of combination:
+The CLI (to show "stops in 1h45m: lease_expired") calls :func:`evaluate`, and the
+watchdog and the lease agent (to enforce it; neither is built yet) are to call the same
+function, so they cannot disagree about when an instance's limits fall due. The rules of combination:
 
 * policies that return ``None`` have no opinion and are ignored;
 * the action is the most severe (terminate > warn > keep) of the individual

@@ -3,7 +3,7 @@
 Registered exactly like a third-party plugin. Each policy lives in its own module and
 is imported only when its factory runs, so loading the plugin costs one small import.
 The whole package is pure Python on the standard library and the core's pure modules:
-the lease agent carries it and runs the same code on the instance.
+the lease agent, once built, is to carry it and run the same code on the instance.
 """
 
 from __future__ import annotations
