@@ -158,8 +158,21 @@ class Soong:
         may appear with an ended state), after bringing history up to date with that
         list (:meth:`reconcile`): whatever reads instances here reads the same records.
         """
+        return self._list_reconciled()
+
+    def _list_reconciled(self, *, tolerant: bool = False) -> list[Instance]:
+        """The provider's list, with history reconciled against it. ``tolerant``: a
+        history that cannot be written is one warning, not an error (what only shows
+        instances can do without the records; what commits money cannot)."""
+        from soong_core.history import HistoryError
+
         listed = self.provider.list_instances()
-        self.reconcile(listed)
+        try:
+            self.reconcile(listed)
+        except HistoryError as exc:
+            if not tolerant:
+                raise
+            log.warning("history not brought up to date: %s", exc.message)
         return listed
 
     def reconcile(self, instances: Sequence[Instance] | None = None) -> list[Event]:
@@ -490,17 +503,9 @@ class Soong:
         they ended). With ``ended_since``, instances whose recorded ending is at or after
         that time follow the listed ones (what ``status --stopped`` shows).
         """
-        from soong_core.reconcile import ended_statuses, enforcement, with_history
+        from soong_core.reconcile import ended_statuses, enforcement, launch_event, with_history
 
-        from soong_core.history import HistoryError
-
-        listed = self.provider.list_instances()
-        try:
-            self.reconcile(listed)
-        except HistoryError as exc:
-            # Statuses come from the provider; history only adds to them. Showing them is
-            # better than failing, and the next command tries the records again.
-            log.warning("history not brought up to date: %s", exc.message)
+        listed = self._list_reconciled(tolerant=True)  # history only adds to statuses
         if instance_id is not None:
             listed = [i for i in listed if i.id == instance_id]
             if not listed:
@@ -513,7 +518,7 @@ class Soong:
             view = self.view(instance)
             decision = policy.evaluate(policies, view, now) if view else None
             price = instance.price_cents_per_hour
-            launch = self._launch_event(instance.id)
+            launch = launch_event(self, instance.id)
             statuses.append(InstanceStatus(
                 instance=instance, decision=decision,
                 cost_so_far=costs.accrued(price, instance.launched_at, now),
@@ -527,10 +532,6 @@ class Soong:
             statuses += ended_statuses(self, since=ended_since,
                                        exclude=[s.instance.id for s in statuses])
         return statuses
-
-    def _launch_event(self, instance_id: str) -> Event | None:
-        launches = self.history.events(instance_id=instance_id, kinds=[EventKind.LAUNCH])
-        return launches[-1] if launches else None
 
     # -- extend --------------------------------------------------------------------------------
 

@@ -118,6 +118,25 @@ def launch_price_cents(launch: Event) -> int | None:
     return int(cents)
 
 
+def cost_min(detail: Mapping[str, Any]) -> Decimal | None:
+    """The lower bound of an unseen ending's cost kept in ``detail["cost_min"]`` (decimal
+    text), or ``None`` when there is none or it is not a finite amount of 0 or more."""
+    text = detail.get("cost_min")
+    if not isinstance(text, str):
+        return None
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+def launch_event(soong: Soong, instance_id: str) -> Event | None:
+    """The latest ``launch`` event of ``instance_id`` in ``soong``'s history, if any."""
+    launches = soong.history.events(instance_id=instance_id, kinds=[EventKind.LAUNCH])
+    return launches[-1] if launches else None
+
+
 def enforcement(launch: Event | None) -> dict[str, tuple[str, ...]] | None:
     """What enforces each limit on the instance ``launch`` recorded: ``{limit: plugins}``
     for every limit (an empty tuple: nothing). ``None`` without a launch event. A
@@ -284,7 +303,7 @@ def ended_statuses(soong: Soong, *, since: Timestamp,
             latest[event.instance_id] = event  # oldest first: the last one wins
     statuses = []
     for instance_id, end in latest.items():
-        launch = _launch_event(history.instance_events(instance_id))
+        launch = launch_event(soong, instance_id)
         statuses.append(InstanceStatus(
             instance=_instance_from_history(launch, end), decision=None,
             cost_so_far=end.cost, estimated_total=end.cost,
@@ -314,14 +333,9 @@ def with_history(soong: Soong, statuses: Sequence[InstanceStatus]) -> list[Insta
 
 
 def _ended_detail(end: Event) -> dict[str, Any]:
-    low = end.detail.get("cost_min")
+    low = cost_min(end.detail)
     return {"reason": end.reason, "inferred": end.inferred, "ended_at": end.at,
-            "cost_min": low if isinstance(low, str) else None}
-
-
-def _launch_event(events: Sequence[Event]) -> Event | None:
-    launches = [e for e in events if e.kind is EventKind.LAUNCH]
-    return launches[-1] if launches else None
+            "cost_min": None if low is None else str(low)}
 
 
 def _instance_from_history(launch: Event | None, end: Event) -> Instance:

@@ -113,10 +113,9 @@ class SoongCommand(Command):
 
 def reconciled_note(event: Any) -> str:
     """The note for one event reconciliation recorded."""
-    from decimal import Decimal
-
     from soong_core.costs import format_money_range
     from soong_core.models import EventKind
+    from soong_core.reconcile import cost_min
 
     if event.kind is EventKind.LAUNCH:
         return (f"note: adopted instance {event.instance_id}: its launch was not recorded "
@@ -125,12 +124,7 @@ def reconciled_note(event: Any) -> str:
         return (f"note: launch {event.instance_id} left no instance (none carries its launch "
                 "id): recorded as failed")
     how = " (inferred)" if event.inferred else ""
-    low = event.detail.get("cost_min")
-    try:
-        low_amount = Decimal(low) if isinstance(low, str) else None
-    except ArithmeticError:
-        low_amount = None
-    cost = format_money_range(low_amount, event.cost)
+    cost = format_money_range(cost_min(event.detail), event.cost)
     return (f"note: instance {event.instance_id} ended: {event.reason}{how}, cost {cost}; "
             "recorded in history")
 

@@ -20,7 +20,7 @@ from soong_core.models import (
     Reason,
     Timestamp,
 )
-from soong_core.reconcile import HISTORY_DETAILS
+from soong_core.reconcile import HISTORY_DETAILS, cost_min
 from soong_core.select import short_ids
 
 __all__ = ["EMPTY_MESSAGE", "Ended", "Facts", "facts_of", "short_ids", "wants_ansi"]
@@ -136,15 +136,10 @@ def _ended(status: InstanceStatus) -> Ended | None:
     raw = status.details.get(HISTORY_DETAILS)
     if isinstance(raw, Mapping):
         at = raw.get("ended_at")
-        low = raw.get("cost_min")
-        try:
-            cost_min = Decimal(low) if isinstance(low, str) else None
-        except ArithmeticError:
-            cost_min = None
         return Ended(reason=raw.get("reason") if isinstance(raw.get("reason"), str) else None,
                      inferred=bool(raw.get("inferred")),
                      at=float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
-                     else None, cost_min=cost_min)
+                     else None, cost_min=cost_min(raw))
     state = status.instance.state
     if state.ended:
         return Ended(reason=Reason.PREEMPTED.value if state is InstanceState.PREEMPTED else None,

@@ -21,6 +21,8 @@ from soong_core.cli.command import SoongCommand
 from soong_core.errors import UsageError
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from soong_core.api import Soong
     from soong_core.models import Event, Instance, InstanceStatus, Timestamp
 
@@ -170,8 +172,8 @@ class StatusCommand(SoongCommand):
 
 def event_document(event: Event) -> dict[str, Any]:
     """One element of ``status --history --json``'s ``events`` (see ``docs/json.md``)."""
-    from soong_core.costs import round_cents
     from soong_core.models import format_timestamp
+    from soong_core.reconcile import cost_min
 
     return {
         "at": format_timestamp(event.at),
@@ -182,36 +184,27 @@ def event_document(event: Event) -> dict[str, Any]:
         "region": event.region,
         "reason": event.reason,
         "inferred": event.inferred,
-        "cost": None if event.cost is None else str(round_cents(event.cost)),
-        "cost_min": _money_text(event.detail.get("cost_min")),
+        "cost": _money(event.cost),
+        "cost_min": _money(cost_min(event.detail)),
         "detail": dict(event.detail),
     }
 
 
 def _cost_cell(event: Event) -> str:
     """An event's cost for the table: ``$0.50-$0.75`` when only a range is known."""
-    from decimal import Decimal
-
     from soong_core.costs import format_money_range
+    from soong_core.reconcile import cost_min
 
     if event.cost is None:
         return "-"
-    low = _money_text(event.detail.get("cost_min"))
-    return format_money_range(Decimal(low) if low is not None else None, event.cost)
+    return format_money_range(cost_min(event.detail), event.cost)
 
 
-def _money_text(value: Any) -> str | None:
-    """Decimal text from an event's detail as JSON money (two decimals), or None."""
-    from decimal import Decimal
-
+def _money(amount: Decimal | None) -> str | None:
+    """JSON money: dollars with two decimals as text, or None."""
     from soong_core.costs import round_cents
 
-    if not isinstance(value, str):
-        return None
-    try:
-        return str(round_cents(Decimal(value)))
-    except ArithmeticError:
-        return None
+    return None if amount is None else str(round_cents(amount))
 
 
 def _history_candidates(instances: Sequence[Instance], events: Sequence[Event]) -> list[Instance]:
