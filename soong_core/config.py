@@ -99,6 +99,12 @@ CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
             "meta": _help("How long before a limit `status` shows it as near (warnings on the "
                           "instance are not yet built)."),
         },
+        "api_timeout_seconds": {
+            "type": "number", "min": 1, "default": 60,
+            "meta": _help("How long one command may spend on the provider's API in all "
+                          "(requests, retries, waits for the rate limit) before it gives up; "
+                          "`--api-timeout` sets it for one run."),
+        },
         "ssh_key_name": {
             "type": "string", "default": "soong",
             "meta": _help("The name of the public key registered with the provider, "

@@ -89,6 +89,15 @@ class Provider(ABC):
     configure`` asks for it, hidden, and proves it with one call before saving."""
     filesystem_key: ClassVar[str | None] = None
     """The config key naming the filesystem to attach by default, if the provider has one."""
+    profile_keys: ClassVar[tuple[str, ...]] = ()
+    """The config keys that say which cloud and account this provider talks to (its
+    endpoint, key, account id): what ``soong configure`` under a profile writes there,
+    beside the core's clock keys and the keys given as flags. Everything else a profile
+    would hold is a copy of the main file that outranks it."""
+    identity: str | None = None
+    """The account this provider talks to, stable when its endpoint moves (the simulator's
+    account id; a cloud's account): history and budget are kept per identity when there is
+    one, else per endpoint. ``None``: the endpoint is the identity."""
 
     def supports(self, capability: Capability) -> bool:
         return capability not in self.unsupported

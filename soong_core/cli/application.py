@@ -121,6 +121,8 @@ class SoongApplication(Application):
         self.no_plugins = False
         self.config_path: str | None = None
         self.profile: str | None = None
+        self.api_timeout: str | None = None
+        """``--api-timeout`` as typed; commands pass it on as ``defaults.api_timeout_seconds``."""
         self.set_command_loader(SoongCommandLoader(self))
 
     @property
@@ -146,6 +148,9 @@ class SoongApplication(Application):
         definition.add_option(Option("--sim", flag=True,
                                      description="Use the local simulated cloud "
                                      "(the profile `soong sim up` writes): no account, no money."))
+        definition.add_option(Option("--api-timeout", flag=False, requires_value=True,
+                                     description="Give up on the provider's API after this "
+                                     "many seconds in all [default: 60]."))
         definition.add_option(Option("--no-plugins", flag=True,
                                      description="Load no third-party plugins (built-ins only)."))
         return definition
@@ -154,6 +159,7 @@ class SoongApplication(Application):
         self.no_plugins = io.input.has_parameter_option("--no-plugins", True)
         self.config_path = io.input.parameter_option("--config", None, True) or None
         self.profile = io.input.parameter_option("--profile", None, True) or None
+        self.api_timeout = io.input.parameter_option("--api-timeout", None, True) or None
         handler = IOLogHandler(io)
         logger = logging.getLogger("soong")
         logger.addHandler(handler)

@@ -62,7 +62,7 @@ class SoongCommand(Command):
             from soong_core.config import load_config
 
             self._config = load_config(self.app.config_path, plugins=self.plugins,
-                                       overrides=self.config_overrides(),
+                                       overrides=self.run_overrides(),
                                        partial_plugins=self.app.no_plugins,
                                        profile=self.app.profile)
         return self._config
@@ -100,6 +100,12 @@ class SoongCommand(Command):
         line = stream.readline() if stream is not None else ""
         self.io.write_error_line("")
         return line.strip()
+
+    def run_overrides(self) -> dict[str, Any]:
+        """The global options that stand for config keys, then :meth:`config_overrides`."""
+        overrides: dict[str, Any] = {"defaults.api_timeout_seconds": self.app.api_timeout}
+        overrides.update(self.config_overrides())
+        return overrides
 
     def config_overrides(self) -> Mapping[str, Any]:
         """Per-run values from this command's flags, ``{"section.key": value}``.
