@@ -7,7 +7,10 @@ Where a value comes from, lowest precedence first:
 2. the file, ``$XDG_CONFIG_HOME/soong/config.yaml`` (or the ``--config`` path);
 3. the environment, ``SOONG_<SECTION>_<KEY>`` and aliases a schema declares in
    ``meta: {env: NAME}`` (the Lambda plugin declares ``LAMBDA_API_KEY``);
-4. per-run overrides from command-line flags, which are never saved.
+4. a profile (``--profile NAME``, ``--sim``), ``profiles/NAME.yaml`` beside the file: it
+   holds what differs for one cloud (endpoint, key, clock, what the user set there), and
+   a write to it drops what merely copies the file (:func:`save_profile_values`);
+5. per-run overrides from command-line flags, which are never saved.
 
 Every problem is reported as one line naming the key, the bad value, what is expected
 and where the value came from, so a user fixes all of them in one go. Nothing in here
@@ -37,6 +40,7 @@ from soong_core.files import soong_dir, write_private
 from soong_core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
+    from soong_core.interfaces import Provider
     from soong_core.plugins import Plugins
 
 log = logging.getLogger("soong.config")
@@ -101,8 +105,8 @@ CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
         },
         "api_timeout_seconds": {
             "type": "number", "min": 1, "default": 60,
-            "meta": _help("How long one command may spend on the provider's API in all "
-                          "(requests, retries, waits for the rate limit) before it gives up; "
+            "meta": _help("How long the provider's API may go without answering (requests, "
+                          "retries, waits for the rate limit) before a command gives up; "
                           "`--api-timeout` sets it for one run."),
         },
         "ssh_key_name": {
@@ -537,28 +541,55 @@ def profile_path(name: str, environ: Mapping[str, str] | None = None) -> Path:
     return default_config_path(environ).parent / "profiles" / f"{name}.yaml"
 
 
+def _no_profile(name: str, path: Path) -> ConfigError:
+    return ConfigError(f"no profile {name!r}: {path} does not exist",
+                       hints=[f"profiles are YAML files in {path.parent}; "
+                              "`soong sim up` writes the 'sim' profile"])
+
+
 def _profile_values(name: str, schema: ConfigSchema, environ: Mapping[str, str] | None,
                     partial_plugins: bool = False) -> dict[str, tuple[Any, Source]]:
     """The values of profile ``name``, read as the main file is: old keys under their new
     names, and (``partial_plugins``) the sections of plugins not loaded set aside with a
-    warning. An unknown key, or an unknown section with every plugin loaded, is an error."""
+    warning. An unknown key, or an unknown section with every plugin loaded, is an error
+    naming the profile's file."""
     path = profile_path(name, environ)
     if not path.exists():
-        raise ConfigError(f"no profile {name!r}: {path} does not exist",
-                          hints=[f"profiles are YAML files in {path.parent}; "
-                                 "`soong sim up` writes the 'sim' profile"])
+        raise _no_profile(name, path)
     document = read_config_file(path, explicit=True) or {}
     _warn_renamed(_rename_keys(document, schema), path)
     _set_aside_unknown_sections(document, schema, partial_plugins, path)
+    values, problems = _profile_document_values(name, document, schema, path)
+    raise_problems(problems)
+    return values
+
+
+def _profile_document_values(name: str, document: Mapping[str, Any], schema: ConfigSchema,
+                             path: Path) -> tuple[dict[str, tuple[Any, Source]], list[str]]:
+    """``{"section.key": (value, source)}`` of a profile's content, and its problems (an
+    unknown section or key, a section that is no mapping), each naming ``path``. An
+    empty section (``lambda:``) sets nothing, as in the main file."""
     source = Source("file", str(path))
     values: dict[str, tuple[Any, Source]] = {}
+    problems: list[str] = []
     for section, keys in document.items():
-        if not isinstance(keys, Mapping):
-            raise ConfigError(f"profile {name!r}: section {section} must be a mapping ({path})")
-        for key, value in keys.items():
-            schema.rules(f"{section}.{key}")  # an unknown key is an error naming it
-            values[f"{section}.{key}"] = (value, source)
-    return values
+        if keys is None:
+            continue
+        if section not in schema.sections:
+            first = next(iter(keys), None) if isinstance(keys, Mapping) else None
+            named = str(section) if first is None else f"{section}.{first}"
+            problems.append(f"{unknown_key_message(schema, named)} (in {path})")
+        elif not isinstance(keys, Mapping):
+            problems.append(f"profile {name!r}: section {section} must be a mapping "
+                            f"(in {path})")
+        else:
+            for key, value in keys.items():
+                full = f"{section}.{key}"
+                if key in schema.section(section):
+                    values[full] = (value, source)
+                else:
+                    problems.append(f"{unknown_key_message(schema, full)} (in {path})")
+    return values, problems
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None,
@@ -583,10 +614,12 @@ def read_config_file(path: Path, *, explicit: bool = False) -> dict[str, Any] | 
         info = path.stat()
     except FileNotFoundError:
         if explicit:
+            import shlex
+
             raise ConfigError(f"config file {path} does not exist",
-                              hints=["run `soong configure --config PATH` to create it, "
-                                     "or drop --config to use "
-                                     f"{default_config_path()}"]) from None
+                              hints=[f"create it with `soong --config "
+                                     f"{shlex.quote(str(path))} configure`, or drop "
+                                     f"--config to use {default_config_path()}"]) from None
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
@@ -1059,7 +1092,8 @@ def _partial(plugins: Plugins | None) -> bool:
 def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins | None = None,
                 environ: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None,
-                partial_plugins: bool = False, profile: str | None = None) -> Config:
+                partial_plugins: bool = False, profile: str | None = None,
+                missing_ok: bool = False) -> Config:
     """Read, layer and validate the configuration.
 
     Layers, lowest first: schema defaults, the file, the environment, the profile,
@@ -1079,11 +1113,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
         unknown sections, in the file and in the profile, are then warned about rather
         than errors. Disabled or failed plugins imply it.
     :param profile: the name of a profile to layer (``--profile``, ``--sim``); it must exist.
+    :param missing_ok: a ``path`` that does not exist means defaults, as the default path
+        does (``soong configure --config NEW.yaml`` is about to create it).
     :raises ConfigError: every problem, one line each (the first as message).
     """
     file = config_path(path, environ)
     schema = build_schema(plugins)
-    content = read_config_file(file, explicit=path is not None and bool(str(path)))
+    content = read_config_file(file, explicit=_explicit(path) and not missing_ok)
     raw = copy.deepcopy(content) if content is not None else {}
     _warn_renamed(_rename_keys(raw, schema), file)
     file_source = Source("file", str(file))
@@ -1100,6 +1136,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, plugins: Plugins 
     raise_problems(problems + override_problems + invalid)
     return Config(document, path=file, schema=schema, sources=sources,
                   exists=content is not None)
+
+
+def _explicit(path: str | os.PathLike[str] | None) -> bool:
+    return path is not None and bool(str(path))
 
 
 def make_config(values: Mapping[str, Any] | None = None, *,
@@ -1183,8 +1223,13 @@ def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], 
 
 
 def set_value(path: str | os.PathLike[str] | None, key: str, text: str, *,
-              plugins: Plugins | None = None, partial_plugins: bool = False) -> Config:
-    """``soong config set KEY VALUE``: parse ``text`` by the key's type, validate, write."""
+              plugins: Plugins | None = None, partial_plugins: bool = False,
+              profile: str | None = None, keep: Iterable[str] | None = ()) -> Config:
+    """``soong config set KEY VALUE``: parse ``text`` by the key's type, validate, write.
+
+    With ``profile`` the key is written in that profile (:func:`save_profile_values`,
+    with ``keep``), not in the file ``path``.
+    """
     schema = build_schema(plugins)
     rules = schema.rules(key)
     try:
@@ -1192,4 +1237,155 @@ def set_value(path: str | os.PathLike[str] | None, key: str, text: str, *,
     except ValueError as exc:
         raise ConfigError(f"{key}: {show_value(text, secret=schema.is_secret(key))} {exc}"
                           ) from None
+    if profile is not None:
+        return save_profile_values(profile, {key: value}, config=path, keep=keep,
+                                   plugins=plugins, partial_plugins=partial_plugins)
     return save_values(path, {key: value}, plugins=plugins, partial_plugins=partial_plugins)
+
+
+# -- writing a profile -------------------------------------------------------------------
+
+PROFILE_SECTIONS: tuple[str, ...] = ("clock",)
+"""Core sections a profile keeps whatever they hold: the clock of its cloud."""
+
+
+def profile_keys_of(provider: Provider) -> set[str]:
+    """The keys that make a profile point at ``provider``'s cloud and account: its
+    ``profile_keys`` and its ``credential_key``. A write to a profile keeps them."""
+    keys = set(provider.profile_keys)
+    if provider.credential_key:
+        keys.add(provider.credential_key)
+    return keys
+
+
+def save_profile_values(name: str, values: Mapping[str, Any], *,
+                        config: str | os.PathLike[str] | None = None,
+                        keep: Iterable[str] | None = (), plugins: Plugins | None = None,
+                        partial_plugins: bool = False, missing_ok: bool = False) -> Config:
+    """Set ``{"section.key": value}`` in profile ``name`` (it must exist), and drop from it
+    what only copies the main file.
+
+    A profile holds what differs from the main file (``config``, the ``--config`` path or
+    the default): a key whose value in the profile equals what the main file or the
+    defaults give there would outrank a later change of the main file, so it is removed,
+    with one warning naming the keys and the profile's file. Never removed: the keys of
+    ``values``, those of ``keep`` (the provider's :func:`profile_keys_of`), and the
+    sections of :data:`PROFILE_SECTIONS`. ``keep=None`` (the provider is unknown)
+    removes nothing.
+
+    The main file with the new profile over it (defaults, no environment) is validated
+    before anything is written; on any problem the profile is left untouched. Returns
+    that configuration, whose ``path`` is the profile's file. ``missing_ok``: a
+    ``config`` path that does not exist means defaults.
+    """
+    file = profile_path(name)
+    schema = build_schema(plugins)
+    for key in values:
+        schema.rules(key)
+    if not file.exists():
+        raise _no_profile(name, file)
+    document = copy.deepcopy(read_config_file(file, explicit=True) or {})
+    renamed = _rename_keys(document, schema)
+    partial = partial_plugins or _partial(plugins)
+    main = config_path(config)
+    main_raw = copy.deepcopy(read_config_file(main, explicit=_explicit(config) and not missing_ok)
+                             or {})
+    _rename_keys(main_raw, schema)  # compared by new names (loading it warns about old ones)
+    _set_aside_unknown_sections(main_raw, schema, partial, main)
+    sources = _file_sources(main_raw, Source("file", str(main)))
+    base, _ = validate(copy.deepcopy(main_raw), schema, sources)  # problems: reported below
+    removed: list[str] = []
+    if keep is not None:
+        protected = {*keep, *values}
+        protected.update(f"{section}.{key}" for section in PROFILE_SECTIONS
+                         for key in schema.section(section))
+        removed = _drop_copies(document, base, schema, protected)
+    for key, value in values.items():
+        section, _, key_name = key.partition(".")
+        if document.get(section) is None:
+            document[section] = {}
+        if not isinstance(document[section], dict):
+            raise ConfigError(f"profile {name!r}: section {section} must be a mapping "
+                              f"(in {file})")
+        document[section][key_name] = value
+    checked = copy.deepcopy(document)
+    _set_aside_unknown_sections(checked, schema, partial, file)
+    profile_values, problems = _profile_document_values(name, checked, schema, file)
+    layered = copy.deepcopy(main_raw)
+    _apply(layered, profile_values, sources)
+    sources.update(dict.fromkeys(values, GIVEN))
+    normalised, invalid = validate(layered, schema, sources)
+    raise_problems(problems + invalid)
+    write_config_file(file, document)
+    _warn_renamed_in_file(renamed, file)
+    if removed:
+        log.warning("removed %s from %s: the main file (%s) or the defaults give the same, "
+                    "and a copy in the profile would outrank a later change there",
+                    ", ".join(removed), file, main)
+    for key in values:
+        sources[key] = Source("file", str(file))
+    return Config(normalised, path=file, schema=schema, sources=sources, exists=True)
+
+
+def _drop_copies(document: dict[str, Any], base: Mapping[str, Any], schema: ConfigSchema,
+                 protected: set[str]) -> list[str]:
+    """Remove from ``document`` (a profile's content, changed in place) each known key,
+    not ``protected``, whose value equals ``base``'s (the main file's, normalised); a
+    section this leaves empty goes too. Returns the keys removed."""
+    removed: list[str] = []
+    for section in list(document):
+        values, given = document[section], base.get(section)
+        if (not isinstance(values, dict) or section not in schema.sections
+                or not isinstance(given, Mapping)):
+            continue
+        for key in list(values):
+            full = f"{section}.{key}"
+            if full in protected or key not in schema.section(section) or key not in given:
+                continue
+            if same_value(values[key], given[key]):
+                del values[key]
+                removed.append(full)
+        if not values and any(k.startswith(f"{section}.") for k in removed):
+            del document[section]
+    return removed
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two config values are the same: lists and tuples alike, ``4 == 4.0``,
+    but ``true`` is not ``1``."""
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) and isinstance(b, str) and "~" in (a[:1], b[:1]):
+        return os.path.expanduser(a) == os.path.expanduser(b)  # ~/.ssh/x is $HOME/.ssh/x
+    return bool(a == b)
+
+
+def profile_sources(config: Config, name: str) -> list[str]:
+    """The keys of ``config`` whose value comes from profile ``name``, in schema order."""
+    path = str(profile_path(name))
+    return [key for key in config.schema.keys()
+            if config.source_of(key) == Source("file", path)]
+
+
+def profiles_setting(key: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The names of the profiles whose file sets ``key`` (unreadable ones are skipped):
+    under ``--profile NAME`` such a value outranks the main file's."""
+    folder = default_config_path(environ).parent / "profiles"
+    section, _, name = key.partition(".")
+    found: list[str] = []
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        if not PROFILE_NAME.match(path.stem):
+            continue
+        try:
+            document = read_config_file(path) or {}
+        except ConfigError:
+            continue
+        values = document.get(section)
+        if isinstance(values, Mapping) and name in values:
+            found.append(path.stem)
+    return found

@@ -158,7 +158,7 @@ def test_missing_explicit_config_exits_2(run_cli: RunCli, tmp_path: Path, comman
     assert result.exit_code == 2
     lines = error_lines(result)
     assert lines[0] == f"error: config file {missing} does not exist"
-    assert "soong configure" in result.stderr
+    assert f"create it with `soong --config {missing} configure`" in result.stderr
 
 
 def test_explicit_config_is_used(run_cli: RunCli, tmp_path: Path) -> None:

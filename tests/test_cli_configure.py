@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -169,6 +170,125 @@ def test_under_a_profile_settings_go_to_the_profile(run_cli: Any, cloud: KeyedFa
     profile = yaml.safe_load(profile_path("sim").read_text())
     assert profile["fakecloud"]["api_key"] == SECRET
     assert profile["defaults"]["gpu"] == "gpu_1x_a10"
+
+
+CLOCK = {"mode": "accelerated", "factor": 60, "sim_anchor": 1000.0, "wall_anchor": 1000.0}
+
+
+class ProfiledFake(KeyedFake):
+    """A fake cloud whose profile keys are an endpoint and the key, like Lambda's."""
+
+    profile_keys = ("fakecloud.api_url", "fakecloud.api_key")
+
+
+class ProfiledFakePlugin(KeyedFakePlugin):
+    @hookimpl
+    def soong_config_schema(self) -> dict[str, Any]:
+        return {"fakecloud": {
+            "api_key": {"type": "string", "nullable": True, "default": None,
+                        "meta": {"secret": True}},
+            "api_url": {"type": "string", "default": "https://fake.example/api"},
+        }}
+
+    @hookimpl
+    def soong_register_providers(self, register: Any) -> None:
+        def factory(config: Any) -> KeyedFake:
+            provider = ProfiledFake(config["fakecloud"]["api_key"])
+            provider._keys = self.keys
+            return provider
+
+        register("fakecloud", factory)
+
+
+@pytest.fixture
+def profiled(register_plugin: Any, soong_env: SoongEnv) -> Any:
+    """A sim profile as `soong sim up` writes it (endpoint, key, clock) for ProfiledFake,
+    and a main file that chooses that provider."""
+    from soong_core.config import profile_path
+
+    register_plugin(ProfiledFakePlugin(), "fakecloud")
+    ssh = soong_env.home / ".ssh"
+    ssh.mkdir(mode=0o700)
+    (ssh / "id_ed25519").write_text("PRIVATE\n")
+    (ssh / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlocal me@laptop\n")
+    write_config_file(soong_env.config_file, {"defaults": {"provider": "fakecloud"}})
+    write_config_file(profile_path("sim"), {
+        "fakecloud": {"api_url": "http://127.0.0.1:9/api", "api_key": SECRET},
+        "clock": dict(CLOCK)})
+    return profile_path("sim")
+
+
+def test_under_a_profile_only_the_clouds_keys_and_the_flags_land_there(
+        run_cli: Any, profiled: Any, soong_env: SoongEnv) -> None:
+    result = run_cli("--sim configure -n --gpu gpu_1x_a10")
+    assert result.exit_code == 0, result.stderr
+    assert f"saved 2 settings in {profiled} (mode 0600)" in result.stdout
+    assert yaml.safe_load(profiled.read_text()) == {
+        "fakecloud": {"api_url": "http://127.0.0.1:9/api", "api_key": SECRET},
+        "clock": CLOCK, "defaults": {"gpu": "gpu_1x_a10"}}
+    assert saved(soong_env) == {"defaults": {"provider": "fakecloud"}}  # untouched
+    assert "removed" not in result.stderr  # nothing to clean in a fresh profile
+    # the main file now binds the simulated cloud too
+    assert run_cli("config set budget.max_dollars 1").exit_code == 0
+    shown = json.loads(run_cli("--sim config show --json").stdout)
+    assert shown["budget"]["max_dollars"] == 1 and shown["defaults"]["gpu"] == "gpu_1x_a10"
+
+
+def test_the_wizard_under_a_profile_saves_only_the_answers_that_changed(
+        run_cli: Any, profiled: Any, soong_env: SoongEnv) -> None:
+    write_config_file(soong_env.config_file, {"defaults": {"provider": "fakecloud",
+                                                           "lease_hours": 3}})
+    # key: Enter keeps it; GPU changed; region, fallbacks, model kept; the lease typed
+    # as it already is; idle, budget and period kept
+    answers = ["", "gpu_1x_a100", "", "", "", "3", "", "", ""]
+    result = run_cli("--sim configure", inputs="\n".join(answers) + "\n")
+    assert result.exit_code == 0, result.stderr
+    profile = yaml.safe_load(profiled.read_text())
+    assert profile["defaults"] == {"gpu": "gpu_1x_a100"}
+    assert f"saved 2 settings in {profiled}" in result.stdout  # the key and the GPU
+
+
+def test_configure_under_a_profile_cleans_copies_of_the_main_file(
+        run_cli: Any, profiled: Any, soong_env: SoongEnv) -> None:
+    write_config_file(soong_env.config_file, {"defaults": {"provider": "fakecloud"},
+                                              "budget": {"period": "week"}})
+    old = yaml.safe_load(profiled.read_text())
+    old["fakecloud"]["api_url"] = "https://fake.example/api"  # the default, yet the cloud's
+    old["clock"] = {"mode": "real", "factor": 1}  # defaults, yet the cloud's clock
+    old["defaults"] = {"provider": "fakecloud", "gpu": "gpu_1x_a10", "region": None,
+                       "fallback_regions": [], "lease_hours": 4, "ssh_key_name": "soong"}
+    old["budget"] = {"max_dollars": None, "period": "month"}
+    write_config_file(profiled, old)  # what the old `configure -n` wrote
+    result = run_cli("--sim configure -n --hours 2")
+    assert result.exit_code == 0, result.stderr
+    assert yaml.safe_load(profiled.read_text()) == {
+        "fakecloud": {"api_url": "https://fake.example/api", "api_key": SECRET},
+        "clock": {"mode": "real", "factor": 1},
+        "defaults": {"gpu": "gpu_1x_a10", "lease_hours": 2},  # differs from the main file
+        "budget": {"period": "month"}}  # the main file says week: the profile's own choice
+    warnings = [line for line in result.stderr.splitlines() if "removed" in line]
+    assert warnings == [
+        "warning: removed defaults.provider, defaults.region, defaults.fallback_regions, "
+        f"defaults.ssh_key_name, budget.max_dollars from {profiled}: the main file "
+        f"({soong_env.config_file}) or the defaults give the same, and a copy in the "
+        "profile would outrank a later change there"]
+
+
+def test_configure_creates_a_missing_config_file(run_cli: Any, cloud: KeyedFakePlugin,
+                                                 soong_env: SoongEnv, tmp_path: Any) -> None:
+    new = tmp_path / "team" / "soong.yaml"
+    refused = run_cli(f"--config {new} config show")
+    assert refused.exit_code == 2
+    # the hint names a command that works, as typed
+    hint = refused.stderr.split("create it with `", 1)[1].split("`", 1)[0]
+    assert hint == f"soong --config {new} configure"
+    result = run_cli(f"{hint.removeprefix('soong ')} {FLAGS.removeprefix('configure ')}",
+                     inputs=SECRET + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert f"saved 12 settings in {new} (mode 0600)" in result.stdout
+    assert yaml.safe_load(new.read_text())["defaults"]["gpu"] == "gpu_1x_a10"
+    assert not soong_env.config_file.exists()
+    assert run_cli(f"--config {new} config show").exit_code == 0
 
 
 def test_without_the_tunnel_plugin_the_key_name_is_still_saved(

@@ -312,7 +312,7 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(missing)
     assert caught.value.message == f"config file {missing} does not exist"
-    assert any("soong configure" in hint and "--config" in hint for hint in caught.value.hints)
+    assert any(f"`soong --config {missing} configure`" in hint for hint in caught.value.hints)
 
 
 def test_explicit_file_is_read(tmp_path: Path) -> None:

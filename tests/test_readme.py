@@ -42,3 +42,36 @@ def test_the_readme_main_job_runs_on_the_simulator(soong_env: SoongEnv) -> None:
     instance_id = started.split(" is active at", 1)[0].split()[-1]
     assert instance_id[:8] in status and "lease_expired" in status
     assert f"{instance_id} terminated" in stopped
+
+
+def test_after_the_readme_set_up_the_main_files_budget_binds_the_simulator(
+        soong_env: SoongEnv) -> None:
+    """Settings land where they take effect: `configure` under --sim leaves the budget to
+    the main file, so a cap set there refuses the next simulated launch."""
+    steps = first_command()
+    set_up = steps[:next(i for i, step in enumerate(steps) if step[1:3] == ["--sim", "start"])]
+    assert [step[1:3] for step in set_up] == [["sim", "up"], ["--sim", "configure"]]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
+    environ.update(soong_env.environ())
+
+    def soong(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "soong_core", *args], capture_output=True,
+                              text=True, env=environ, timeout=120)
+
+    try:
+        for step in set_up:
+            done = soong(*step[1:])
+            assert done.returncode == 0, f"{shlex.join(step)} failed:\n{done.stderr}"
+        capped = soong("config", "set", "budget.max_dollars", "1")
+        assert capped.returncode == 0, capped.stderr
+        assert capped.stderr == ""  # no profile outranks the main file's cap
+        refused = soong("--sim", "start", "-y")
+        listed = soong("--sim", "status", "--json")
+    finally:
+        soong("sim", "down")
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "budget" in errors[0], refused.stderr
+    assert "is active at" not in refused.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert "gpu_1x_a10" not in listed.stdout  # nothing was launched

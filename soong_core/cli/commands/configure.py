@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cleo.helpers import option
 from cleo.io.inputs.option import Option
 
 from soong_core.cli.command import SoongCommand
 from soong_core.errors import SoongError, UsageError
+
+if TYPE_CHECKING:
+    from soong_core.config import Config
 
 
 class ConfigureCommand(SoongCommand):
@@ -27,8 +30,13 @@ class ConfigureCommand(SoongCommand):
             "stays as it is. The API key is never taken as an argument (process lists and "
             "shell history would show it): type it at the hidden prompt, or pipe it with "
             "<comment>--api-key-stdin</comment>, or set the provider's environment variable."
-            "\n\nWith <comment>--profile NAME</comment> (or <comment>--sim</comment>) the "
-            "settings are saved in that profile instead of the main config file."
+            "\n\nWith <comment>--profile NAME</comment> (or <comment>--sim</comment>) only "
+            "what belongs to that cloud is saved in the profile: the provider's endpoint "
+            "and key, the clock, the flags given and the answers changed; everything else "
+            "stays in the main file, so <comment>soong config set</comment> there binds "
+            "every cloud. Keys the profile held that only repeat the main file are removed "
+            "(one warning names them).\n\nA <comment>--config</comment> file that does not "
+            "exist is created."
             "\n\nThe lease and idle timeout set here are not yet enforced on the instance: "
             "nothing in soong stops an instance but <comment>soong stop</comment>.")
     options: ClassVar[list[Option]] = [
@@ -55,10 +63,12 @@ class ConfigureCommand(SoongCommand):
     ]
 
     def handle(self) -> int:
-        from soong_core.config import config_path, profile_path, save_values
+        from soong_core.config import config_path, save_profile_values, save_values
 
         self._values: dict[str, Any] = {}
-        config = self.config
+        self._given: set[str] = set()  # keys given by a flag
+        self._answered: set[str] = set()  # keys answered at a prompt (maybe unchanged)
+        config = self._load({})
         provider_name = self._provider_name(config)
         soong = self._soong_with(self._values)
         credential = self._credential(soong)
@@ -69,16 +79,26 @@ class ConfigureCommand(SoongCommand):
             self._ssh_key(soong)
         self._catalogue_choices(soong, types)
         self._limits(soong, types)
-        # Under --profile (--sim) the answers belong to that profile, not to the main
-        # file: the simulator's key must never end up where the real one lives.
-        path = (profile_path(self.app.profile) if self.app.profile
-                else config_path(self.app.config_path))
-        saved = save_values(path, self._values, plugins=self.plugins,
-                            partial_plugins=self.app.no_plugins)
-        self.line(f"<info>saved</info> {len(self._values)} settings in {path} (mode 0600)")
+        if self.app.profile:
+            # A profile holds what differs for its cloud; the rest stays in the main
+            # file, where `soong config set` changes it for every cloud.
+            from soong_core.config import profile_keys_of
+
+            keep = profile_keys_of(soong.provider)
+            values = {key: value for key, value in self._values.items()
+                      if key in keep or key in self._given
+                      or (key in self._answered and not _same(value, config, key))}
+            saved = save_profile_values(self.app.profile, values, config=self.app.config_path,
+                                        keep=keep, plugins=self.plugins,
+                                        partial_plugins=self.app.no_plugins, missing_ok=True)
+        else:
+            values = self._values
+            saved = save_values(config_path(self.app.config_path), values,
+                                plugins=self.plugins, partial_plugins=self.app.no_plugins)
+        self.line(f"<info>saved</info> {len(values)} settings in {saved.path} (mode 0600)")
         self.line(f"  provider {provider_name}, GPU {saved.get('defaults.gpu') or '(none)'}, "
                   f"region {saved.get('defaults.region') or '(any)'}")
-        self.line("  next: soong start")
+        self.line("  next: `soong start`")
         return 0
 
     # -- helpers --------------------------------------------------------------------------
@@ -86,18 +106,27 @@ class ConfigureCommand(SoongCommand):
     def _interactive(self) -> bool:
         return self.io.is_interactive()
 
-    def _soong_with(self, values: dict[str, Any]) -> Any:
-        from soong_core.api import Soong
+    def _load(self, values: dict[str, Any]) -> Config:
+        """The configuration with ``values`` over it; a ``--config`` file that does not
+        exist yet means defaults (this command creates it)."""
         from soong_core.config import load_config
 
-        config = load_config(self.app.config_path, plugins=self.plugins, overrides=values,
-                             partial_plugins=self.app.no_plugins, profile=self.app.profile)
-        return Soong(config, plugins=self.plugins)
+        return load_config(self.app.config_path, plugins=self.plugins,
+                           overrides={**self.run_overrides(), **values},
+                           partial_plugins=self.app.no_plugins, profile=self.app.profile,
+                           missing_ok=True)
+
+    def _soong_with(self, values: dict[str, Any]) -> Any:
+        from soong_core.api import Soong
+
+        return Soong(self._load(values), plugins=self.plugins)
 
     def _provider_name(self, config: Any) -> str:
         name = self.option("provider") or config["defaults"]["provider"]
         self.plugins.providers().get(name)  # unknown: one line listing the known ones
         self._values["defaults.provider"] = name
+        if self.option("provider"):
+            self._given.add("defaults.provider")
         return name
 
     def _credential(self, soong: Any) -> str | None:
@@ -134,15 +163,20 @@ class ConfigureCommand(SoongCommand):
             raise UsageError(f"--api-key-stdin: no {what} on standard input")
         return text
 
-    def _ask(self, question: str, current: Any, flag: str | None) -> Any:
-        """A flag's value, else the answer (default: ``current``), else ``current``."""
+    def _ask(self, key: str, question: str, current: Any, flag: str | None) -> Any:
+        """A flag's value, else the answer (default: ``current``), else ``current``.
+        Notes which of the two gave ``key``."""
         if flag is not None:
+            self._given.add(key)
             return flag
         if not self._interactive():
             return current
         shown = "" if current in (None, "", []) else f" [{current}]"
         answer = self.ask(f"{question}{shown}: ")
-        return current if answer in (None, "") else answer
+        if answer in (None, ""):
+            return current
+        self._answered.add(key)
+        return answer
 
     # -- SSH key ----------------------------------------------------------------------------
 
@@ -172,8 +206,12 @@ class ConfigureCommand(SoongCommand):
         else:
             self.line(f"SSH key {key_name} is registered")
         self._values["defaults.ssh_key_name"] = key_name
+        if self.option("key-name"):
+            self._given.add("defaults.ssh_key_name")
         if "ssh.key_path" in soong.config.schema.keys():  # the tunnel plugin's key
             self._values["ssh.key_path"] = str(key_path)
+            if self.option("key-path"):
+                self._given.add("ssh.key_path")
 
     def _generate_key(self, key_path: Path) -> None:
         if key_path.exists():
@@ -207,14 +245,15 @@ class ConfigureCommand(SoongCommand):
             for t in sorted(types, key=lambda t: t.price_cents_per_hour):
                 where = ", ".join(t.regions_with_capacity) or "no capacity now"
                 self.line(f"  {t.name:28} {format_rate(t.price_cents_per_hour):>10}  {where}")
-        gpu = self._ask("Default GPU type", defaults["gpu"], self.option("gpu"))
+        gpu = self._ask("defaults.gpu", "Default GPU type", defaults["gpu"], self.option("gpu"))
         if gpu and gpu not in by_name:
             raise UsageError(f"unknown GPU type {gpu!r}",
                              hints=[f"known types: {', '.join(sorted(by_name))}"])
         self._values["defaults.gpu"] = gpu
-        region = self._ask("Preferred region", defaults["region"], self.option("region"))
+        region = self._ask("defaults.region", "Preferred region", defaults["region"],
+                           self.option("region"))
         fallbacks_flag = self.option("fallback-region") or None
-        fallbacks = self._ask("Fallback regions (comma-separated)",
+        fallbacks = self._ask("defaults.fallback_regions", "Fallback regions (comma-separated)",
                               ", ".join(defaults["fallback_regions"]),
                               ",".join(fallbacks_flag) if fallbacks_flag else None)
         fallback_list = [] if fallbacks in (None, "none") else [
@@ -228,12 +267,13 @@ class ConfigureCommand(SoongCommand):
                                      hints=[f"known regions: {', '.join(sorted(names))}"])
         self._values["defaults.region"] = region or None
         self._values["defaults.fallback_regions"] = [r for r in fallback_list if r != region]
-        model = self._ask("Default model (optional)", defaults["model"], self.option("model"))
+        model = self._ask("defaults.model", "Default model (optional)", defaults["model"],
+                          self.option("model"))
         self._values["defaults.model"] = None if model in (None, "", "none") else model
         filesystem_key = getattr(soong.provider, "filesystem_key", None)
         if filesystem_key:
             current = soong.config.get(filesystem_key)
-            filesystem = self._ask("Filesystem to attach (optional)", current,
+            filesystem = self._ask(filesystem_key, "Filesystem to attach (optional)", current,
                                    self.option("filesystem"))
             self._values[filesystem_key] = None if filesystem in (None, "", "none") else filesystem
 
@@ -247,20 +287,23 @@ class ConfigureCommand(SoongCommand):
         question = "Lease in hours"
         if gpu is not None:
             question += f" ({format_money(estimate(gpu.price_cents_per_hour, 1))} per hour)"
-        hours = _number(self._ask(question, defaults["lease_hours"], self.option("hours")),
+        hours = _number(self._ask("defaults.lease_hours", question, defaults["lease_hours"],
+                                  self.option("hours")),
                         "--hours")
         if gpu is not None and self._interactive():
             self.line(f"  a lease of {hours:g} h costs "
                       f"{format_money(estimate(gpu.price_cents_per_hour, hours))}")
         self._values["defaults.lease_hours"] = hours
         self._values["defaults.idle_timeout_minutes"] = _number(
-            self._ask("Idle timeout in minutes", defaults["idle_timeout_minutes"],
+            self._ask("defaults.idle_timeout_minutes", "Idle timeout in minutes",
+                      defaults["idle_timeout_minutes"],
                       self.option("idle-minutes")), "--idle-minutes")
-        cap = self._ask("Budget cap in dollars ('none': no cap)",
+        cap = self._ask("budget.max_dollars", "Budget cap in dollars ('none': no cap)",
                         "none" if budget["max_dollars"] is None else budget["max_dollars"],
                         self.option("budget"))
         self._values["budget.max_dollars"] = None if str(cap) == "none" else _number(cap, "--budget")
-        self._values["budget.period"] = self._ask("Budget period (day, week, month, none)",
+        self._values["budget.period"] = self._ask("budget.period",
+                                                  "Budget period (day, week, month, none)",
                                                   budget["period"], self.option("budget-period"))
 
 
@@ -272,6 +315,13 @@ def _number(value: Any, flag: str) -> float | int:
     except ValueError:
         raise UsageError(f"{flag} {value!r} is not a number") from None
     return int(number) if number.is_integer() else number
+
+
+def _same(value: Any, config: Config, key: str) -> bool:
+    """Whether ``value`` is what ``config`` already gives at ``key``."""
+    from soong_core.config import same_value
+
+    return same_value(value, config.get(key))
 
 
 def _key_body(public_key: str) -> str:

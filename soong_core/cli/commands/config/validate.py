@@ -13,7 +13,13 @@ class ConfigValidateCommand(SoongCommand):
             "problem and exits with code 2.")
 
     def handle(self) -> int:
+        from cleo.formatters.formatter import Formatter
+
         config = self.config  # raises ConfigError: the application prints it, exit 2
         note = "" if config.exists else " (no file: defaults apply)"
-        self.line(f"config OK: {config.path}{note}")
+        if self.app.profile:
+            from soong_core.config import profile_path
+
+            note += f", profile {profile_path(self.app.profile)}"
+        self.line(Formatter.escape(f"config OK: {config.path}{note}"))
         return 0
