@@ -7,13 +7,16 @@ forgets terminated instances, so this file is the only record.
 
 Only the laptop writes it: the CLI records what it did itself, what the watchdog
 reports and what it infers (DESIGN "The agent never writes the laptop's history").
-Several of those processes may run at once (a ``soong start`` while ``soong watchdog``
-loops), so the store uses WAL journaling, a busy timeout and one short ``BEGIN
-IMMEDIATE`` transaction per write.
+Several of those processes may run at once (a ``soong start`` while ``soong status``
+reconciles, or a watchdog loops), so the store uses WAL journaling, a busy timeout and
+one short ``BEGIN IMMEDIATE`` transaction per write.
 
-Rows are separated by *namespace*, one per provider endpoint (:func:`namespace_for`),
-so instances of the local simulator never mix with real ones in history or budget.
-A :class:`History` is bound to one namespace and never sees another's rows.
+Rows are separated by *namespace*, one per provider account when the provider names
+one, else per endpoint (:func:`namespace_for`), so instances of the local simulator never
+mix with real ones in history or budget, and a simulator back on another port keeps its
+history. A :class:`History` is bound to one namespace and never sees another's rows; it
+may *adopt* another namespace's rows (those written before its provider named an
+account), moving them into its own once, in one transaction.
 
 A file that is not a usable database is moved aside (never truncated or deleted) and a
 fresh one started, with one warning; a database written by a newer soong is refused
@@ -49,6 +52,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "ACCOUNT_PREFIX",
     "DEFAULT_NAMESPACE",
     "SCHEMA_VERSION",
     "History",
@@ -66,6 +70,9 @@ BUSY_TIMEOUT_S = 10.0
 """How long a write waits for another process's write to finish before failing."""
 
 DEFAULT_NAMESPACE = "default"
+ACCOUNT_PREFIX = "account:"
+"""What follows ``provider@`` in an account's namespace (an endpoint's has a URL there;
+``account:x`` is no absolute URL, so the two never collide)."""
 FILE_NAME = "history.sqlite3"
 _SIDECARS = ("-wal", "-shm")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -125,8 +132,18 @@ def default_history_path() -> Path:
     return soong_dir("data") / FILE_NAME
 
 
-def namespace_for(provider_name: str, endpoint: str | None = None) -> str:
-    """The history namespace of one provider endpoint: ``"lambda@https://host/api/v1"``.
+def namespace_for(provider_name: str, endpoint: str | None = None, *,
+                  identity: str | None = None) -> str:
+    """The history namespace of one provider account or endpoint.
+
+    With ``identity`` (the provider's :attr:`~soong_core.interfaces.Provider.identity`,
+    an account that stays the same when its endpoint moves) it is
+    ``"lambda@account:<identity>"`` and the endpoint is not used:
+
+    >>> namespace_for("lambda", "http://127.0.0.1:8123/api/v1", identity="sim-4f2a")
+    'lambda@account:sim-4f2a'
+
+    Otherwise it is the endpoint's: ``"lambda@https://host/api/v1"``.
 
     The endpoint is normalised so that spellings of the same URL share a namespace:
     scheme and host lower-cased, user name and password dropped (they must never be
@@ -139,6 +156,11 @@ def namespace_for(provider_name: str, endpoint: str | None = None) -> str:
     provider = provider_name.strip()
     if not provider or "@" in provider:
         raise ValueError(f"provider name {provider_name!r} must be non-empty and contain no '@'")
+    if identity is not None:
+        account = identity.strip()
+        if not account or not account.isprintable():
+            raise ValueError(f"identity {identity!r} must be non-empty printable text")
+        return f"{provider}@{ACCOUNT_PREFIX}{account}"
     if endpoint is None:
         return provider
     parts = urlsplit(endpoint.strip())
@@ -192,8 +214,13 @@ class History:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None,
-             namespace: str = DEFAULT_NAMESPACE, *, clock: Clock | None = None) -> History:
+             namespace: str = DEFAULT_NAMESPACE, *, clock: Clock | None = None,
+             adopt: Iterable[str] = ()) -> History:
         """Open (creating if needed) the history at ``path`` for ``namespace``.
+
+        ``adopt`` names namespaces whose rows belong to this one (the endpoint's
+        namespace of a provider that now names its account): they are moved into it
+        by :meth:`adopt`, so nothing recorded under the old key is orphaned.
 
         ``path`` defaults to :func:`default_history_path`; missing directories are
         created with mode 0700 and a new file with mode 0600. An unusable file is moved
@@ -212,7 +239,13 @@ class History:
             connection = _open_prepared(target)
         except _Unusable as problem:
             connection = _recover(target, str(problem), clock)
-        return cls(connection, target, namespace)
+        history = cls(connection, target, namespace)
+        try:
+            history.adopt(*adopt)
+        except BaseException:
+            history.close()
+            raise
+        return history
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
@@ -287,6 +320,41 @@ class History:
                 "ON CONFLICT (namespace, instance_id) DO UPDATE SET "
                 "last_billing = max(last_billing, excluded.last_billing)",
                 [(self.namespace, instance_id, when) for instance_id in ids])
+
+    def adopt(self, *namespaces: str) -> int:
+        """Move every row of ``namespaces`` (events and billing sightings) into this
+        namespace; returns how many events moved.
+
+        One ``BEGIN IMMEDIATE`` transaction, so two processes adopting at once move each
+        row once (the second finds nothing left), and a crash leaves all rows where they
+        were or all where they belong. Events keep their ids and order; a sighting of
+        an instance both namespaces saw keeps the later time. Opening with nothing to
+        adopt costs one read and takes no write lock.
+        """
+        others = sorted({n for n in namespaces if n and n != self.namespace})
+        if not others:
+            return 0
+        marks = ",".join("?" * len(others))
+        pending = self._query(
+            f"SELECT 1 FROM events WHERE namespace IN ({marks}) UNION ALL "
+            f"SELECT 1 FROM sightings WHERE namespace IN ({marks}) LIMIT 1", (*others, *others))
+        if not pending:
+            return 0
+        with self._lock, self._write() as db:
+            moved = db.execute(f"UPDATE events SET namespace = ? WHERE namespace IN ({marks})",
+                               (self.namespace, *others)).rowcount
+            db.execute(
+                "INSERT INTO sightings (namespace, instance_id, last_billing) "
+                f"SELECT ?, instance_id, last_billing FROM sightings WHERE namespace IN ({marks}) "
+                "ON CONFLICT (namespace, instance_id) DO UPDATE SET "
+                "last_billing = max(last_billing, excluded.last_billing)",
+                (self.namespace, *others))
+            seen = db.execute(f"DELETE FROM sightings WHERE namespace IN ({marks})",
+                              others).rowcount
+        if moved or seen:
+            log.info("history %s: moved %d events and %d sightings of %s into %s", self.path,
+                     moved, seen, ", ".join(others), self.namespace)
+        return moved
 
     def last_seen_billing(self, instance_id: str) -> Timestamp | None:
         """When :meth:`note_billing` last saw the instance billing, or ``None``."""

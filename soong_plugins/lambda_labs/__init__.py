@@ -47,7 +47,8 @@ def soong_register_commands(register: Callable[[str, Callable[[], Command]], Non
 
 @hookimpl
 def soong_config_schema() -> dict[str, dict[str, Any]]:
-    """Section ``lambda``: the account's API key (also ``$LAMBDA_API_KEY``) and endpoint."""
+    """Section ``lambda``: the account's API key (also ``$LAMBDA_API_KEY``), endpoint and
+    account id."""
     return {
         "lambda": {
             "api_key": {
@@ -60,6 +61,14 @@ def soong_config_schema() -> dict[str, dict[str, Any]]:
                 "type": "string", "default": "https://cloud.lambda.ai/api/v1",
                 "meta": {"help": "Base URL of the Lambda Cloud API (the simulator's for "
                                  "`soong sim`)."},
+            },
+            "account_id": {
+                "type": "string", "nullable": True, "default": None,
+                "meta": {"help": "The account this key belongs to, when the API can say "
+                                 "(`soong sim up` writes the simulator's; Lambda Cloud's "
+                                 "API names none, so it stays empty there). History and "
+                                 "budget are kept per account when it is set, else per "
+                                 "api_url."},
             },
             "filesystem_name": {
                 "type": "string", "nullable": True, "default": None,

@@ -196,11 +196,17 @@ def test_a_port_in_use_is_one_line(run_cli: Callable[..., CliResult]) -> None:
 
 def test_a_hung_simulator_is_recognised_by_its_command_line_and_stopped(
         run_cli: Callable[..., CliResult]) -> None:
-    # Stands in for a simulator that stopped answering: its command line names the module.
-    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             "soong_plugins.lambda_labs.simulator"])
+    # Stands in for a simulator that stopped answering: it holds the state's lock (and
+    # wrote no record in it), and its command line names the module.
+    store = StateStore(default_state_dir())
+    store.prepare()
+    hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    hung = subprocess.Popen([sys.executable, "-c", hold, str(store.lock_path),
+                             "soong_plugins.lambda_labs.simulator"], stdout=subprocess.PIPE,
+                            text=True)
     try:
-        store = StateStore(default_state_dir())
+        assert hung.stdout is not None and hung.stdout.readline() == "locked\n"
         store.write_pid_file({"pid": hung.pid, "port": 9, "url": "http://127.0.0.1:9",
                               "api_url": "http://127.0.0.1:9/api/v1", "run_id": "x"})
         shown = run_cli("sim status")

@@ -78,9 +78,11 @@ def test_the_clock_is_shared_through_its_anchors(tmp_path: Path) -> None:
     assert isinstance(simulator.clock, AcceleratedClock)
     assert other.to_config() == simulator.clock.to_config()  # the same "now" everywhere
     before = simulator.clock.now()
+    simulator.close()  # one simulator per state: the next one waits for this one's lock
     again = Simulator(tmp_path)  # restarted without --speed: same clock, time went on
     assert isinstance(again.clock, AcceleratedClock)
     assert again.clock.to_config() == other.to_config() and again.clock.now() >= before
+    again.close()
     faster = Simulator(tmp_path, speed=7200)  # a new speed re-anchors...
     new = faster.clock
     assert isinstance(new, AcceleratedClock) and new.factor == 7200
@@ -94,7 +96,8 @@ def test_changing_speed_rewrites_the_profile(tmp_path: Path) -> None:
     profile = tmp_path / "profiles" / "sim.yaml"
     with Simulator(tmp_path / "state", speed=10, profile_path=profile) as simulator:
         written = yaml.safe_load(profile.read_text())
-        assert written["lambda"] == {"api_url": simulator.api_url, "api_key": simulator.api_key}
+        assert written["lambda"] == {"api_url": simulator.api_url, "api_key": simulator.api_key,
+                                     "account_id": simulator.account_id}
         assert written["clock"]["factor"] == 10
         simulator.update_knobs({"speed": 100})
         assert yaml.safe_load(profile.read_text())["clock"]["factor"] == 100
@@ -188,7 +191,8 @@ def test_writing_the_profile_keeps_the_users_settings(tmp_path: Path) -> None:
         written = yaml.safe_load(profile.read_text())
         assert written["defaults"] == {"gpu": "gpu_1x_a10"}
         assert written["lambda"] == {"api_key": simulator.api_key, "filesystem_name": "data",
-                                     "api_url": simulator.api_url}
+                                     "api_url": simulator.api_url,
+                                     "account_id": simulator.account_id}
         assert written["clock"]["factor"] == 10
 
 

@@ -1,7 +1,15 @@
-"""What the ``soong sim`` commands share: the ``--state-dir`` option and error mapping."""
+"""What the ``soong sim`` commands share: the ``--state-dir`` option, which profile and
+which simulator a command means, and error mapping.
+
+The profile is the global ``--profile NAME`` (``--sim`` is ``--profile sim``), ``sim`` by
+default: the one ``sim up`` keeps pointed at its simulator. ``sim status`` and ``sim
+down`` act on ``--state-dir`` when given, else on the simulator that keeps the profile
+(the live one, else the last one that did), else, for ``sim``, on the default state.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cleo.helpers import option
@@ -10,7 +18,10 @@ from cleo.io.inputs.option import Option
 from soong_core.errors import SoongError, UsageError
 
 if TYPE_CHECKING:
+    from soong_core.cli.command import SoongCommand
     from soong_plugins.lambda_labs.simulator.store import StateStore
+
+DEFAULT_PROFILE = "sim"
 
 STATE_DIR_OPTION: Option = option(
     "state-dir", description="The simulator's state directory "
@@ -29,9 +40,37 @@ def state_store(text: str | None) -> StateStore:
     return store
 
 
+def profile_name(command: SoongCommand) -> str:
+    """The profile this run names (``--profile NAME``, ``--sim``), else ``sim``."""
+    return command.app.profile or DEFAULT_PROFILE
+
+
+def profile_file(name: str) -> Path:
+    """The file of profile ``name``; an invalid name is a usage error naming the rule."""
+    from soong_core.config import profile_path
+
+    return profile_path(name)
+
+
+def simulator_store(command: SoongCommand) -> StateStore | None:
+    """The state of the simulator ``sim status``/``sim down`` act on (see the module
+    docstring); ``None`` when a profile other than ``sim`` was never kept by one."""
+    from soong_plugins.lambda_labs.simulator import daemon
+
+    text = command.option("state-dir")
+    if text is not None:
+        return state_store(text)
+    name = profile_name(command)
+    _, owner = daemon.profile_owner(profile_file(name))
+    if owner is not None:
+        return state_store(owner)
+    return state_store(None) if name == DEFAULT_PROFILE else None
+
+
 def daemon_error(exc: Exception) -> SoongError:
-    """A DaemonError or SimulatorError as soong's one-line error."""
-    return SoongError(getattr(exc, "message", str(exc)), hints=getattr(exc, "hints", ()))
+    """A DaemonError or SimulatorError as soong's one-line error, with its exit code."""
+    return SoongError(getattr(exc, "message", str(exc)), hints=getattr(exc, "hints", ()),
+                      exit_code=getattr(exc, "exit_code", None))
 
 
 def duration(seconds: float) -> str:

@@ -7,22 +7,32 @@ from typing import ClassVar
 from cleo.io.inputs.option import Option
 
 from soong_core.cli.command import SoongCommand
-from soong_plugins.lambda_labs.commands._common import STATE_DIR_OPTION, daemon_error, state_store
+from soong_plugins.lambda_labs.commands._common import (
+    STATE_DIR_OPTION,
+    daemon_error,
+    profile_name,
+    simulator_store,
+)
 
 
 class SimDownCommand(SoongCommand):
     name = "sim down"
     description = "Stop the local simulator (its state is kept for the next `sim up`)."
-    help = ("Stops the simulator recorded in the state directory's PID file, after "
-            "checking that the PID really is that simulator (a stale PID file is only "
-            "removed). The cloud's state and the <comment>sim</comment> profile are "
-            "kept: <comment>soong sim up</comment> brings the same cloud back.")
+    help = ("Stops the simulator that runs on the state directory (it holds the "
+            "directory's lock; a PID file without it is stale and only removed). Without "
+            "<comment>--state-dir</comment>, the simulator that keeps the profile "
+            "(<comment>sim</comment>, or the global <comment>--profile NAME</comment>). "
+            "The cloud's state and the profile are kept: <comment>soong sim up</comment> "
+            "brings the same cloud back.")
     options: ClassVar[list[Option]] = [STATE_DIR_OPTION]
 
     def handle(self) -> int:
         from soong_plugins.lambda_labs.simulator import daemon
 
-        store = state_store(self.option("state-dir"))
+        store = simulator_store(self)
+        if store is None:
+            self.line(f"simulator not running (none keeps the profile {profile_name(self)})")
+            return 0
         try:
             found = daemon.stop(store)
         except daemon.DaemonError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any, ClassVar
 
 from cleo.formatters.formatter import Formatter
@@ -11,7 +12,12 @@ from cleo.io.inputs.option import Option
 from cleo.io.outputs.output import Type
 
 from soong_core.cli.command import SoongCommand
-from soong_plugins.lambda_labs.commands._common import STATE_DIR_OPTION, duration, state_store
+from soong_plugins.lambda_labs.commands._common import (
+    STATE_DIR_OPTION,
+    duration,
+    profile_name,
+    simulator_store,
+)
 
 SHOWN_STATES = ("booting", "active", "unhealthy", "terminating", "terminated", "preempted")
 
@@ -19,8 +25,10 @@ SHOWN_STATES = ("booting", "active", "unhealthy", "terminating", "terminated", "
 class SimStatusCommand(SoongCommand):
     name = "sim status"
     description = "Show whether the simulator runs: URL, pid, uptime, speed, instances."
-    help = ("Reads the simulator's PID file and asks the simulator itself. Exit code 0 "
-            "whether it runs or not; <comment>--json</comment> says which "
+    help = ("Asks the simulator that runs on the state directory (without "
+            "<comment>--state-dir</comment>: the one that keeps the profile, "
+            "<comment>sim</comment> or the global <comment>--profile NAME</comment>). Exit "
+            "code 0 whether it runs or not; <comment>--json</comment> says which "
             "(<comment>running</comment>).")
     options: ClassVar[list[Option]] = [
         option("json", description="Print the status as JSON."),
@@ -30,12 +38,21 @@ class SimStatusCommand(SoongCommand):
     def handle(self) -> int:
         from soong_plugins.lambda_labs.simulator import daemon
 
-        store = state_store(self.option("state-dir"))
+        escape = Formatter.escape
+        store = simulator_store(self)
+        if store is None:
+            name = profile_name(self)
+            if self.option("json"):
+                self.io.write_line(json.dumps({"running": False, "state": "none", "pid": None,
+                                               "state_dir": None}), type=Type.RAW)
+                return 0
+            self.line(f"simulator not running: no simulator has kept the profile "
+                      f"{escape(name)}; run `soong sim up --profile {escape(name)}`")
+            return 0
         found = daemon.inspect(store)
         if self.option("json"):
             self.io.write_line(json.dumps(self._json(found, str(store.directory))), type=Type.RAW)
             return 0
-        escape = Formatter.escape
         if found.state == "running":
             assert found.status is not None
             self._show(found.status)
@@ -43,10 +60,15 @@ class SimStatusCommand(SoongCommand):
             assert found.record is not None
             self.line(f"simulator process {found.pid} is not answering at "
                       f"{escape(str(found.record.get('api_url')))}")
-            self.line("  stop it with `soong sim down`, then `soong sim up`")
+            self.line(f"  stop it with `soong sim down --state-dir "
+                      f"{escape(shlex.quote(str(store.directory)))}`, then start it again")
         else:
+            from soong_plugins.lambda_labs.simulator.store import default_state_dir
+
             note = " (its PID file is stale)" if found.state == "stale" else ""
-            self.line(f"simulator not running{note}: run `soong sim up`")
+            where = "" if store.directory == default_state_dir().absolute() else \
+                f" --state-dir {shlex.quote(str(store.directory))}"
+            self.line(f"simulator not running{note}: run `soong sim up{escape(where)}`")
             self.line(f"state: {escape(str(store.directory))}")
         return 0
 
@@ -71,4 +93,6 @@ class SimStatusCommand(SoongCommand):
         self.line(f"boot delay: {status['boot_seconds']:g} s (simulated)")
         self.line(f"rate limit: {'on' if status.get('rate_limit') else 'off'}")
         self.line(f"instances:  {live} ({counts.get('total', 0)} launched in all)")
+        self.line(f"account:    {escape(str(status.get('account_id') or '-'))}")
+        self.line(f"profile:    {escape(str(status.get('profile') or '-'))}")
         self.line(f"state:      {escape(status['state_dir'])}")

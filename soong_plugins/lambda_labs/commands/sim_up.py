@@ -13,7 +13,14 @@ from cleo.io.outputs.output import Type
 
 from soong_core.cli.command import SoongCommand
 from soong_core.errors import UsageError
-from soong_plugins.lambda_labs.commands._common import STATE_DIR_OPTION, daemon_error, state_store
+from soong_plugins.lambda_labs.commands._common import (
+    DEFAULT_PROFILE,
+    STATE_DIR_OPTION,
+    daemon_error,
+    profile_file,
+    profile_name,
+    state_store,
+)
 
 if TYPE_CHECKING:
     from soong_plugins.lambda_labs.simulator.options import StartOptions
@@ -26,10 +33,12 @@ class SimUpCommand(SoongCommand):
     description = "Start the local Lambda Cloud simulator (no account, no money)."
     help = ("Starts a simulator of the Lambda Cloud API on 127.0.0.1 in the background, "
             "waits until it answers, and prints its URL and the API key it accepts. It "
-            "also writes the config profile <comment>sim</comment>, so "
-            "<comment>soong --sim COMMAND</comment> uses it. The cloud (instances, keys, "
-            "filesystems, clock) is kept in the state directory across restarts; options "
-            "not given keep their stored values.\n\n"
+            "also writes the config profile <comment>sim</comment> (another with the global "
+            "<comment>--profile NAME</comment>), so <comment>soong --sim COMMAND</comment> "
+            "uses it. The cloud (instances, keys, filesystems, clock) and its account "
+            "are kept in the state directory across restarts; options not given keep "
+            "their stored values. A second simulator needs its own "
+            "<comment>--state-dir</comment> and <comment>--profile</comment>.\n\n"
             "Simulated time runs <comment>--speed</comment> times faster than the wall "
             "clock: boot delays and billing follow it, rate limits do not.")
     options: ClassVar[list[Option]] = [
@@ -45,7 +54,8 @@ class SimUpCommand(SoongCommand):
                "(1 request/s; launches 1 per 12 s, 5 per minute)."),
         option("capacity", description="Instances that fit per type and region, as "
                "TYPE:REGION=N ('*' for all); repeatable.", flag=False, multiple=True),
-        option("reset", description="Forget the stored cloud first (the key stays)."),
+        option("reset", description="Forget the stored cloud first (the key, the account "
+               "and the time reached stay)."),
         option("capture-bodies", description="Also append request and response bodies "
                "(user_data and private keys redacted) to this JSON-lines file.", flag=False),
         option("foreground", description="Serve in this terminal until Ctrl-C instead of "
@@ -55,14 +65,13 @@ class SimUpCommand(SoongCommand):
     ]
 
     def handle(self) -> int:
-        from soong_core.config import profile_path
         from soong_plugins.lambda_labs.simulator import daemon
         from soong_plugins.lambda_labs.simulator.app import SimulatorError
         from soong_plugins.lambda_labs.simulator.store import StoreError
 
         start_options = self._start_options()
         store = state_store(self.option("state-dir"))
-        profile = profile_path("sim")
+        profile = profile_file(profile_name(self))
         try:
             if self.option("foreground"):
                 daemon.run_foreground(store, start_options, profile,
@@ -110,7 +119,8 @@ class SimUpCommand(SoongCommand):
         if self.option("json"):
             shown = {"api_url": ready["api_url"], "url": ready["url"], "api_key": key,
                      "pid": ready["pid"], "port": ready["port"],
-                     "state_dir": ready["state_dir"], "profile": profile}
+                     "state_dir": ready["state_dir"], "profile": profile,
+                     "account_id": ready.get("account_id")}
             self.io.write_line(json.dumps(shown), type=Type.RAW)
             return
         escape = Formatter.escape
@@ -118,7 +128,9 @@ class SimUpCommand(SoongCommand):
                   f"(pid {ready['pid']})")
         self.line(f"API key: {escape(key)}  (accepted only by this simulator)")
         self.line(f"state:   {escape(ready['state_dir'])}")
-        self.line(f"profile: {escape(profile)}: run `soong --sim COMMAND` to use it")
+        name = profile_name(self)
+        use = "--sim" if name == DEFAULT_PROFILE else f"--profile {name}"
+        self.line(f"profile: {escape(profile)}: run `soong {use} COMMAND` to use it")
         self.line(f"try:     curl -u {escape(key)}: {escape(ready['api_url'])}/instance-types")
         if foreground:
             self.line("serving in the foreground; Ctrl-C stops it")

@@ -4,7 +4,8 @@ This is what ``soong sim up`` starts in the background (and what a developer may
 hand). The API key is never an argument: it lives in the state directory. With
 ``--ready-fd N``, one JSON line on file descriptor N tells the starter the outcome:
 ``{"ok": true, "pid": ..., "url": ..., "warnings": [...]}`` once the port listens, or
-``{"ok": false, "error": "..."}``.
+``{"ok": false, "error": "...", "hints": [...], "exit_code": N}`` (2: the profile belongs
+to another simulator, a usage error; 1: anything else).
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from soong_plugins.lambda_labs.simulator.app import Simulator, SimulatorError
+    from soong_plugins.lambda_labs.simulator.app import (
+        ProfileTaken,
+        Simulator,
+        SimulatorError,
+        StateTaken,
+    )
 
     try:
         simulator = Simulator(
@@ -76,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             pid_file=args.pid_file, profile_path=args.profile)
         simulator.bind()
     except SimulatorError as exc:
-        _tell(args.ready_fd, {"ok": False, "error": str(exc)})
+        _tell(args.ready_fd, {"ok": False, "error": str(exc), "hints": list(exc.hints),
+                              "exit_code": exc.exit_code,
+                              "refused": isinstance(exc, (StateTaken, ProfileTaken))})
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from soong_core.clock import AcceleratedClock, Clock, clock_from_config
-from soong_plugins.lambda_labs.simulator import api, control, errors
+from soong_plugins.lambda_labs.simulator import api, control, errors, locks
 from soong_plugins.lambda_labs.simulator.cloud import Cloud
 from soong_plugins.lambda_labs.simulator.errors import ApiError, invalid_parameters
 from soong_plugins.lambda_labs.simulator.faults import FAULT_NAMES, FaultInjector, FaultSettings
@@ -41,6 +41,7 @@ from soong_plugins.lambda_labs.simulator.requestlog import (
 )
 from soong_plugins.lambda_labs.simulator.routes import Router
 from soong_plugins.lambda_labs.simulator.server import Exchange, SimulatorHTTPServer
+from soong_plugins.lambda_labs.simulator.locks import HeldLock
 from soong_plugins.lambda_labs.simulator.store import StateStore, StoreError
 
 log = logging.getLogger("soong.sim")
@@ -59,7 +60,47 @@ SETTING_RULES: dict[str, tuple[type, float, float | None, bool]] = {
 
 
 class SimulatorError(Exception):
-    """The simulator cannot start or run (one line, for the user)."""
+    """The simulator cannot start or run (one line, for the user, with optional hints)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hints: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hints = hints
+
+
+class StateTaken(SimulatorError):
+    """Another simulator runs on this state directory (it holds its lock)."""
+
+    @classmethod
+    def from_record(cls, state_dir: Path, record: Mapping[str, Any]) -> StateTaken:
+        import shlex
+
+        where = f" at {record['api_url']}" if record.get("api_url") else ""
+        return cls(f"a simulator is already running{where} (pid {record.get('pid', '?')}) "
+                   f"on the state directory {state_dir}",
+                   (f"stop it first with `soong sim down --state-dir "
+                    f"{shlex.quote(str(state_dir))}`, or give another --state-dir (and "
+                    "--profile NAME) to run a second one",))
+
+
+class ProfileTaken(SimulatorError):
+    """The profile belongs to a live simulator of another state directory. A usage
+    error (exit 2): nothing was started, another ``--profile`` would do."""
+
+    exit_code = 2
+
+    @classmethod
+    def from_record(cls, profile: Path, record: Mapping[str, Any]) -> ProfileTaken:
+        import shlex
+
+        owner = str(record.get("state_dir") or "another state directory")
+        where = f" at {record['api_url']}" if record.get("api_url") else ""
+        return cls(f"profile {profile.stem} belongs to the simulator running{where} "
+                   f"(pid {record.get('pid', '?')}) on the state directory {owner}: give "
+                   "another --profile NAME to run a second simulator beside it, or stop that "
+                   f"one first with `soong sim down --state-dir {shlex.quote(owner)}`")
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -108,13 +149,19 @@ class Simulator:
     :param limits: ``(general, launch)`` limits, for tests that need shorter windows.
     :param faults: initial fault settings (see :mod:`.faults`).
     :param capacity: ``(type or "*", region or "*", slots)`` to set at start.
-    :param reset: forget the stored cloud first (the API key stays).
+    :param reset: forget the stored cloud first (the API key and the account stay;
+        simulated time goes on from where the old cloud had reached, never back).
     :param capture_path: append request and response bodies (redacted) to this file.
     :param on_exchange: called with every :class:`~.server.Exchange` (tests validate
         responses with it).
     :param pid_file: write ``sim.pid`` while serving (the ``soong sim`` commands use it).
     :param profile_path: keep this soong config profile pointing at the simulator
-        (URL, key, clock), rewritten when the clock changes.
+        (URL, key, account id, clock), rewritten when the clock changes.
+
+    A simulator holds a lock on its state directory from construction to :meth:`close`
+    (and one beside ``profile_path``), so a second one on the same state, or on a
+    profile a live simulator keeps, is refused (:class:`StateTaken`,
+    :class:`ProfileTaken`) before it changes anything.
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], *, host: str = HOST, port: int = 0,
@@ -132,16 +179,54 @@ class Simulator:
         self.requested_port = port
         self.run_id = secrets.token_hex(8)
         self.warnings: list[str] = []
+        self._profile_path = Path(profile_path).expanduser().absolute() if profile_path \
+            else None
+        self._locks: list[HeldLock] = []
+        self._capture_path = Path(capture_path) if capture_path else None
+        self._pid_file = pid_file
+        self._request_log: JsonLines | None = None
+        self._capture: JsonLines | None = None
+        self._server: SimulatorHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None
+        self._started_monotonic = 0.0
+        self.on_exchange = on_exchange
+        self.router = Router([*api.ROUTES, *control.ROUTES])
+        self.limiter = RateLimiter(enabled=rate_limit, general=limits[0], launch=limits[1],
+                                   now=wall)
+        self.faults = FaultInjector(FaultSettings())
+        try:
+            self.faults.update(faults or {})
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from None
+        try:
+            self._setup(reset, clock, speed, boot_seconds, terminate_seconds, capacity)
+        except BaseException:
+            self._release_locks()
+            raise
+
+    def _setup(self, reset: bool, clock: Clock | None, speed: float | None,
+               boot_seconds: float | None, terminate_seconds: float | None,
+               capacity: Iterable[tuple[str, str, int]]) -> None:
+        """Take the locks, then load (or reset) the cloud and make its clock."""
         try:
             self.store.prepare()
+            self._take_locks()
+            reached = None
             if reset:
+                reached = self._time_reached(self.store.load()[0])
                 self.store.reset()
             state, self.warnings = self.store.load()
             self.api_key = self.store.api_key()
+            self.account_id = self.store.account_id()
         except (StoreError, OSError) as exc:
             raise SimulatorError(str(exc)) from None
         try:
-            self.clock = clock if clock is not None else self._accelerated(state.clock, speed)
+            if clock is None and not state.clock:
+                reached = max(filter(None, (reached, self._time_reached(state),
+                                            self._profile_time())), default=None)
+            self.clock = clock if clock is not None else self._accelerated(state.clock, speed,
+                                                                           reached)
         except ValueError as exc:
             raise SimulatorError(str(exc)) from None
         if isinstance(self.clock, AcceleratedClock):
@@ -156,27 +241,80 @@ class Simulator:
                 raise SimulatorError(f"capacity {type_name}:{region}={slots}: {exc.message}"
                                      ) from None
         self.cloud.save()
-        self.limiter = RateLimiter(enabled=rate_limit, general=limits[0], launch=limits[1],
-                                   now=wall)
-        self.faults = FaultInjector(FaultSettings())
+
+    # -- locks and time -----------------------------------------------------------------
+
+    def _lock_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"pid": os.getpid(), "state_dir": str(self.store.directory)}
+        if self._server is not None:
+            record.update(url=self.url, api_url=self.api_url, run_id=self.run_id)
+        return record
+
+    def _take_locks(self) -> None:
         try:
-            self.faults.update(faults or {})
-        except ValueError as exc:
-            raise SimulatorError(str(exc)) from None
-        self.router = Router([*api.ROUTES, *control.ROUTES])
-        self.on_exchange = on_exchange
-        self._capture_path = Path(capture_path) if capture_path else None
-        self._pid_file = pid_file
-        self._profile_path = Path(profile_path) if profile_path else None
-        self._request_log: JsonLines | None = None
-        self._capture: JsonLines | None = None
-        self._server: SimulatorHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.started_at: float | None = None
-        self._started_monotonic = 0.0
+            self._locks.append(locks.hold(self.store.lock_path, self._lock_record()))
+        except locks.LockTaken as taken:
+            raise StateTaken.from_record(self.store.directory, self._with_url(taken.record)
+                                         ) from None
+        if self._profile_path is None:
+            return
+        from soong_core.files import private_dir
+        from soong_plugins.lambda_labs.simulator.store import profile_lock_path
+
+        try:
+            private_dir(self._profile_path.parent)
+        except OSError as exc:
+            raise SimulatorError(f"cannot write the profile {self._profile_path}: "
+                                 f"{exc.strerror or exc}") from None
+        try:
+            self._locks.append(locks.hold(profile_lock_path(self._profile_path),
+                                          self._lock_record()))
+        except locks.LockTaken as taken:
+            raise ProfileTaken.from_record(self._profile_path, taken.record) from None
+
+    def _with_url(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A lock's record, with the URL from the PID file when the lock's has none."""
+        found = dict(record)
+        pid_record = self.store.read_pid_file()
+        if "api_url" not in found and pid_record and pid_record.get("pid") == found.get("pid"):
+            found["api_url"] = pid_record.get("api_url")
+        return found
+
+    def _release_locks(self) -> None:
+        for held in reversed(self._locks):
+            held.release()
+        self._locks.clear()
 
     @staticmethod
-    def _accelerated(stored: Mapping[str, Any] | None, speed: float | None) -> AcceleratedClock:
+    def _time_reached(state: Any) -> float | None:
+        """The latest simulated time a cloud's state shows: its clock now, or any time
+        recorded in it (a launch, a scheduled end), whichever is later."""
+        times = [state.latest_time()]
+        if state.clock:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                times.append(clock_from_config(state.clock).now())
+        return max(filter(None, times), default=None)
+
+    def _profile_time(self) -> float | None:
+        """Now on the clock of the profile this simulator keeps: what soong's commands
+        under it dated their history with."""
+        if self._profile_path is None:
+            return None
+        from soong_core.config import read_config_file
+        from soong_core.errors import ConfigError
+
+        try:
+            document = read_config_file(self._profile_path) or {}
+            return float(clock_from_config(document.get("clock") or {}).now())
+        except (ConfigError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    @staticmethod
+    def _accelerated(stored: Mapping[str, Any] | None, speed: float | None,
+                     reached: float | None = None) -> AcceleratedClock:
+        """The stored clock (re-anchored for a new ``speed``), or a new one that starts
+        no earlier than ``reached``: a reset cloud's time never runs back behind what
+        the old cloud, its profile and the history written under it had seen."""
         if speed is not None:
             speed = check_speed(speed)
         previous = None
@@ -188,7 +326,9 @@ class Simulator:
             if isinstance(candidate, AcceleratedClock):
                 previous = candidate
         if previous is None:
-            return AcceleratedClock(speed or 1.0)
+            wall = time.time()
+            return AcceleratedClock(speed or 1.0, sim_anchor=max(wall, reached or wall),
+                                    wall_anchor=wall)
         if speed is None or speed == previous.factor:
             return previous
         return AcceleratedClock(speed, sim_anchor=previous.now())  # time stays continuous
@@ -242,6 +382,8 @@ class Simulator:
             self._request_log = JsonLines(self.store.request_log_path)
             if self._capture_path is not None:
                 self._capture = JsonLines(self._capture_path)
+            for held in self._locks:
+                held.update(self._lock_record())
             if self._profile_path is not None:
                 self.write_profile()
             if self._pid_file:  # last: a pid file means "serving"
@@ -306,6 +448,7 @@ class Simulator:
         self._stop_requested = True
         server = self._server
         if server is None:
+            self._release_locks()  # never bound, or closed already
             return
         server.close_connections()
         if self._thread is not None:
@@ -317,17 +460,18 @@ class Simulator:
             threading.Thread(target=server.shutdown, daemon=True).start()
 
     def close(self) -> None:
-        """Release the port and files of a simulator that is not serving."""
+        """Release the port, files and locks of a simulator that is not serving (one
+        that was only constructed too). Safe to call twice."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.server_close()
-        self.cloud.save()
-        for journal in (self._request_log, self._capture):
-            if journal is not None:
-                journal.close()
-        if self._pid_file:
-            self.store.remove_pid_file(os.getpid())
+        if server is not None:
+            server.server_close()
+            self.cloud.save()
+            for journal in (self._request_log, self._capture):
+                if journal is not None:
+                    journal.close()
+            if self._pid_file:
+                self.store.remove_pid_file(os.getpid())
+        self._release_locks()
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -394,7 +538,8 @@ class Simulator:
     def pid_record(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "port": self.port, "url": self.url, "api_url": self.api_url,
                 "state_dir": str(self.store.directory), "started_at": self.started_at,
-                "run_id": self.run_id}
+                "run_id": self.run_id, "account_id": self.account_id,
+                "profile": None if self._profile_path is None else str(self._profile_path)}
 
     def clock_info(self) -> dict[str, Any]:
         clock = self.clock
@@ -486,7 +631,9 @@ class Simulator:
         return self.knobs()
 
     def write_profile(self) -> None:
-        """Point soong's ``sim`` profile at this simulator: URL, key and clock."""
+        """Point the profile (``sim`` unless ``sim up --profile`` said another) at this
+        simulator: ``lambda.api_url``, ``lambda.api_key``, ``lambda.account_id`` and
+        ``clock``. Everything else in it is kept."""
         from soong_core.config import read_config_file, write_config_file
         from soong_core.errors import ConfigError
 
@@ -497,7 +644,8 @@ class Simulator:
             document = {}  # unreadable: nothing in it can be kept
         section = document.get("lambda")
         document["lambda"] = {**(section if isinstance(section, dict) else {}),
-                              "api_url": self.api_url, "api_key": self.api_key}
+                              "api_url": self.api_url, "api_key": self.api_key,
+                              "account_id": self.account_id}
         if isinstance(self.clock, AcceleratedClock):
             document["clock"] = self.clock.to_config()
         else:

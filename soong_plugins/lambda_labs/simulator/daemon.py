@@ -6,10 +6,17 @@ writes on a pipe once it listens, so ``sim up`` returns only when the simulator 
 or fails with the simulator's own one-line reason (port in use...). The key never
 appears in its arguments; it reads it from the state directory.
 
-A PID file alone proves nothing (PIDs are reused), so :func:`inspect` trusts a recorded
-simulator only when it answers ``/_sim/status`` with the same pid and run id, or, when it
-does not answer, when that process's command line is the simulator's. Anything else is a
-stale file, removed.
+A running simulator holds a lock on its state directory (``sim.lock``, see
+:mod:`.locks`) for as long as it runs: that, not the PID file, says whether one runs.
+:func:`inspect` calls a simulator ``running`` when the lock is held and the holder
+answers ``/_sim/status`` with its pid and run id, ``unresponsive`` when the lock is held
+and it does not answer; a PID file with the lock free is stale, removed. A second
+simulator on the same state is refused by the lock itself, however the two were started.
+
+A simulator also holds a lock beside the profile it keeps (``<profile>.lock``), which
+records its state directory: :func:`profile_owner` reads it, so ``sim up`` refuses a
+profile a live simulator of another state keeps, and ``sim status``/``sim down`` find a
+simulator by its profile.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from soong_core.files import FILE_MODE
+from soong_plugins.lambda_labs.simulator import locks
 from soong_plugins.lambda_labs.simulator.client import SimClient, SimUnreachable, UnexpectedReply
 from soong_plugins.lambda_labs.simulator.options import StartOptions
-from soong_core.files import FILE_MODE
-from soong_plugins.lambda_labs.simulator.store import StateStore
+from soong_plugins.lambda_labs.simulator.store import StateStore, profile_lock_path
 
 MODULE = "soong_plugins.lambda_labs.simulator"
 START_TIMEOUT = 30.0
@@ -41,10 +49,11 @@ SECRET_ENV = ("LAMBDA_API_KEY", "SOONG_LAMBDA_API_KEY")
 class DaemonError(Exception):
     """One line for the user, with optional hints."""
 
-    def __init__(self, message: str, hints: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, hints: tuple[str, ...] = (), exit_code: int = 1) -> None:
         super().__init__(message)
         self.message = message
         self.hints = hints
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -63,16 +72,55 @@ class Found:
 
 
 def inspect(store: StateStore) -> Found:
+    lock = locks.probe(store.lock_path)
     record = store.read_pid_file()
-    if record is None:
-        return Found("stale" if store.pid_path.exists() else "none")
-    status = ask_status(store, record)
-    if status is not None and status.get("pid") == record["pid"] \
+    if not lock.held:  # nothing runs on this state, whatever the PID file says
+        if record is None and not store.pid_path.exists():
+            return Found("none")
+        return Found("stale", record)
+    holder = lock.record.get("pid")
+    if not isinstance(holder, int) or isinstance(holder, bool):
+        # A holder that wrote no record: the PID file's pid, if that is a simulator.
+        pid = record.get("pid") if record else None
+        holder = pid if pid is not None and alive(pid) and is_simulator_process(pid) else None
+    if record is None or record.get("pid") != holder:
+        # Starting (no PID file yet), or its PID file is gone: what the lock says.
+        record = {key: lock.record[key] for key in ("url", "api_url", "state_dir", "run_id")
+                  if key in lock.record}
+        record["pid"] = holder
+    status = ask_status(store, record) if holder is not None else None
+    if status is not None and status.get("pid") == holder \
             and status.get("run_id") == record.get("run_id"):
         return Found("running", record, status)
-    if alive(record["pid"]) and is_simulator_process(record["pid"]):
-        return Found("unresponsive", record)
-    return Found("stale", record)
+    return Found("unresponsive", record)
+
+
+def profile_owner(profile: Path) -> tuple[bool, str | None]:
+    """``(live, state_dir)`` of the simulator that keeps ``profile``: whether one holds
+    it now, and the state directory of that one (or of the last one that held it)."""
+    found = locks.probe(profile_lock_path(profile))
+    state_dir = found.record.get("state_dir")
+    return found.held, state_dir if isinstance(state_dir, str) and state_dir else None
+
+
+def refuse_if_taken(store: StateStore, profile: Path | None) -> None:
+    """Refuse to start on a state a simulator runs on (exit 1), or to take a profile a
+    live simulator of another state keeps (exit 2); a stale PID file is removed."""
+    from soong_plugins.lambda_labs.simulator.app import ProfileTaken, StateTaken
+
+    found = inspect(store)
+    if found.state in ("running", "unresponsive"):
+        taken = StateTaken.from_record(store.directory, found.record or {})
+        raise DaemonError(taken.message, taken.hints)
+    if found.state == "stale":
+        store.remove_pid_file()
+    if profile is None:
+        return
+    owner = locks.probe(profile_lock_path(profile))
+    owner_dir = owner.record.get("state_dir")
+    if owner.held and owner_dir != str(store.directory):
+        refused = ProfileTaken.from_record(profile, owner.record)
+        raise DaemonError(refused.message, refused.hints, exit_code=refused.exit_code)
 
 
 def ask_status(store: StateStore, record: dict[str, Any], timeout: float = 2.0
@@ -130,15 +178,12 @@ def _child_env() -> dict[str, str]:
 
 def start(store: StateStore, options: StartOptions, profile: Path | None,
           timeout: float = START_TIMEOUT) -> dict[str, Any]:
-    """Start a background simulator; returns its ready message (pid, url, warnings...)."""
-    found = inspect(store)
-    if found.state in ("running", "unresponsive"):
-        where = found.record.get("api_url") if found.record else "?"
-        raise DaemonError(f"a simulator is already running at {where} (pid {found.pid})",
-                          ("stop it first with `soong sim down`, or give another "
-                           "--state-dir to run a second one",))
-    if found.state == "stale":
-        store.remove_pid_file()
+    """Start a background simulator; returns its ready message (pid, url, warnings...).
+
+    What :func:`refuse_if_taken` refuses is refused here first; two ``sim up`` racing
+    past that check are settled by the locks in the simulators themselves (the loser
+    reports the same refusal)."""
+    refuse_if_taken(store, profile)
     store.prepare()
     args = [sys.executable, "-m", MODULE, "--state-dir", str(store.directory),
             *options.to_args(), "--pid-file"]
@@ -162,6 +207,9 @@ def start(store: StateStore, options: StartOptions, profile: Path | None,
     finally:
         os.close(read_end)
     if not message.get("ok"):
+        if message.get("refused"):  # what refuse_if_taken would have said, a moment later
+            raise DaemonError(str(message.get("error")), tuple(message.get("hints") or ()),
+                              exit_code=int(message.get("exit_code") or 1))
         raise DaemonError(f"the simulator did not start: {message.get('error', 'unknown')}",
                           (f"its log: {store.server_log_path}",))
     return message
@@ -206,7 +254,10 @@ def stop(store: StateStore, timeout: float = STOP_TIMEOUT) -> Found:
         store.remove_pid_file()
         return found
     pid = found.pid
-    assert pid is not None
+    if pid is None:
+        raise DaemonError(f"a process holds the simulator's lock {store.lock_path}, but "
+                          "which one is unknown (it wrote no pid)",
+                          (f"find it with `fuser {store.lock_path}`",))
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
@@ -234,13 +285,7 @@ def run_foreground(store: StateStore, options: StartOptions, profile: Path | Non
     """Serve in this process until SIGINT/SIGTERM (``soong sim up --foreground``)."""
     from soong_plugins.lambda_labs.simulator.app import Simulator
 
-    found = inspect(store)
-    if found.state in ("running", "unresponsive"):
-        raise DaemonError(f"a simulator is already running at "
-                          f"{found.record.get('api_url') if found.record else '?'} "
-                          f"(pid {found.pid})", ("stop it first with `soong sim down`",))
-    if found.state == "stale":
-        store.remove_pid_file()
+    refuse_if_taken(store, profile)
     simulator = Simulator(store.directory, port=options.port, speed=options.speed,
                           boot_seconds=options.boot_seconds,
                           terminate_seconds=options.terminate_seconds,

@@ -159,6 +159,19 @@ class CloudState:
     next_address: int = 1
     """Counter for instance IPs, so an address is never handed out twice."""
 
+    def latest_time(self) -> float | None:
+        """The latest simulated time recorded anywhere in this cloud (a launch, a boot's
+        end, a scheduled termination, a key's creation), or ``None`` for an empty one."""
+        times: list[float] = []
+        for instance in self.instances.values():
+            times += [t for t in (instance.launched_at, instance.active_at,
+                                  instance.terminate_requested_at, instance.terminated_at,
+                                  instance.preempted_at, instance.unhealthy_since)
+                      if t is not None]
+        for records in (self.ssh_keys, self.filesystems, self.firewall_rulesets):
+            times += [record.created_at for record in records.values()]
+        return max(times, default=None)
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -4,6 +4,8 @@ One state directory per simulated cloud (default ``$XDG_STATE_HOME/soong/sim/``)
 
     state.json      the cloud (instances, keys, filesystems, settings, clock anchors)
     api-key         the one key this cloud accepts (0600; never in state.json)
+    account-id      the simulated account's id (history and budget are kept per account)
+    sim.lock        held by the running simulator (see :mod:`.locks`): one per state
     sim.pid         the running simulator: pid, port, URL (JSON)
     requests.jsonl  the request log (append-only)
     sim.log         what a background simulator printed
@@ -34,6 +36,8 @@ log = logging.getLogger("soong.sim")
 
 STATE_FILE = "state.json"
 KEY_FILE = "api-key"
+ACCOUNT_FILE = "account-id"
+LOCK_FILE = "sim.lock"
 PID_FILE = "sim.pid"
 REQUEST_LOG = "requests.jsonl"
 SERVER_LOG = "sim.log"
@@ -49,6 +53,11 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     A relative ``XDG_STATE_HOME`` is ignored, as the XDG specification says.
     """
     return soong_dir("state", environ) / "sim"
+
+
+def profile_lock_path(profile: Path) -> Path:
+    """The lock a simulator holds beside the profile it keeps pointed at itself."""
+    return profile.with_name(profile.name + ".lock")
 
 
 def make_private_dir(directory: Path) -> None:
@@ -92,6 +101,14 @@ class StateStore:
     @property
     def key_path(self) -> Path:
         return self.directory / KEY_FILE
+
+    @property
+    def account_path(self) -> Path:
+        return self.directory / ACCOUNT_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / LOCK_FILE
 
     @property
     def pid_path(self) -> Path:
@@ -143,7 +160,8 @@ class StateStore:
         write_private(self.state_path, json.dumps(state.to_json(), separators=(",", ":")))
 
     def reset(self) -> None:
-        """Forget the cloud (state and request log); the API key stays valid."""
+        """Forget the cloud (state and request log); the API key and the account stay,
+        as a real account keeps its key and its history when its instances are gone."""
         for path in (self.state_path, self.request_log_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -164,6 +182,25 @@ class StateStore:
         key = "soong-sim-" + secrets.token_urlsafe(32)
         write_private(path, key + "\n")
         return key
+
+    def account_id(self) -> str:
+        """The simulated account's id, generated (and stored) once per state directory:
+        kept across restarts, ports and ``--reset``, so soong's history and budget for
+        this cloud stay one."""
+        path = self.account_path
+        try:
+            account = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            account = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"cannot read the simulator's account id {path}: {exc}") from None
+        if account and account.isprintable() and " " not in account:
+            return account
+        if account:
+            log.warning("simulator account id in %s is malformed: a new one replaces it", path)
+        account = "sim-" + secrets.token_hex(8)
+        write_private(path, account + "\n")
+        return account
 
     # -- the pid file -------------------------------------------------------------------
 

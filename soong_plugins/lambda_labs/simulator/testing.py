@@ -16,7 +16,8 @@ Use them from a ``conftest.py``::
 ``sim_factory``
     ``sim_factory(**options)`` makes more (or differently configured) ones; options are
     :class:`~soong_plugins.lambda_labs.simulator.app.Simulator`'s (``rate_limit=True``,
-    ``limits=...``, ``faults=...``, ``state_dir=...`` to share a cloud across restarts).
+    ``limits=...``, ``faults=...``, ``state_dir=...`` to share a cloud across restarts:
+    one at a time, a simulator locks its state directory until it stops).
 
 Every response a fixture's simulator serves (API routes; the control endpoint is not in
 the spec) is validated with :class:`~soong_plugins.lambda_labs.spec.SpecValidator`; a
