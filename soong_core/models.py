@@ -162,6 +162,10 @@ class InstanceType:
     memory_gib: int = 0
     storage_gib: int = 0
     regions_with_capacity: tuple[str, ...] = ()
+    capacity_known: bool = True
+    """False when the provider could not say where there is capacity (its catalogue is a
+    cached or bundled price list): ``regions_with_capacity`` is then empty for want of an
+    answer, not of machines, and ``start`` leaves the question to the launch."""
 
     @property
     def price_per_hour(self) -> Decimal:

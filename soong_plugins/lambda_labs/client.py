@@ -15,7 +15,6 @@ soong's models. Every error answer becomes a typed error of :mod:`.errors`.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,14 +22,12 @@ from soong_core.models import TAG_LAUNCH_ID
 from soong_plugins.lambda_labs import errors
 from soong_plugins.lambda_labs.redact import get_logger
 from soong_plugins.lambda_labs.transport import (
-    BACKOFF_BASE,
-    BACKOFF_MAX,
-    JITTER,
     LAUNCH_PATH,
-    RETRY_AFTER_MAX,
     RETRY_STATUSES,
     Reply,
     Transport,
+    backoff,
+    retry_after,
 )
 
 log = get_logger()
@@ -139,13 +136,18 @@ class LambdaClient:
             attempt += 1
             try:
                 reply = self.transport.request("POST", LAUNCH_PATH, body, launch=True)
+            except errors.ApiDeadlineError as exc:
+                # The API has used up --api-timeout: no listing to reconcile, no retry.
+                # If it launched after all, the next command adopts it by its launch id.
+                exc.nothing_launched = not uncertain and not exc.maybe_sent
+                raise
             except errors.ConnectionFailedError as exc:
                 if not exc.maybe_sent:
-                    if isinstance(exc, errors.SimulatorNotRunningError) or attempt >= LAUNCH_ATTEMPTS:
+                    if isinstance(exc, errors.SimulatorNotRunningError) or attempt >= LAUNCH_ATTEMPTS \
+                            or not self._backoff(attempt):
                         exc.nothing_launched = not uncertain
                         raise
                     log.info("launch not sent (%s): trying again", exc.message)
-                    self._backoff(attempt)
                     continue
                 uncertain = True
                 log.info("launch reply lost (%s): looking for launch %s before any retry",
@@ -153,9 +155,8 @@ class LambdaClient:
                 found = self.find_launched(launch_id)
                 if found is not None:
                     return self._adopted(found, launch_id, attempt)
-                if attempt >= LAUNCH_ATTEMPTS:
+                if attempt >= LAUNCH_ATTEMPTS or not self._backoff(attempt):
                     raise
-                self._backoff(attempt)
                 continue
             if reply.ok:
                 data = self._data(reply, action)
@@ -168,38 +169,46 @@ class LambdaClient:
                         f"{errors.SERVICE} accepted the launch but named no instance ({action})",
                         hints=["run `soong status` to see whether it is running"])
                 return Launched(ids[0], attempts=attempt)
+            if reply.status >= 500:
+                uncertain = True  # a gateway error may come after the launch happened
             if reply.status not in RETRY_STATUSES or attempt >= LAUNCH_ATTEMPTS:
-                error = self._error(reply, action, regions=(region,))
-                # The API refused this request (4xx, 429 included): nothing was created,
-                # unless an earlier attempt of this call went unanswered.
-                error.nothing_launched = reply.status < 500 and not uncertain
-                raise error
+                raise self._launch_error(reply, action, region, uncertain)
             if reply.status != 429:
-                uncertain = True
-                # A gateway error may come after the launch happened: look before retrying.
-                found = self.find_launched(launch_id)
+                # Look before retrying (an outage answers the listing 5xx too: that is
+                # the error to report, the launch's fate being unknown).
+                try:
+                    found = self.find_launched(launch_id)
+                except errors.ProviderUnavailableError:
+                    raise self._launch_error(reply, action, region, uncertain) from None
                 if found is not None:
                     return self._adopted(found, launch_id, attempt)
+            if not self._backoff(attempt, reply):
+                raise self._launch_error(reply, action, region, uncertain)
             log.info("launch answered HTTP %d: trying again", reply.status)
-            self._backoff(attempt, reply)
+
+    def _launch_error(self, reply: Reply, action: str, region: str,
+                      uncertain: bool) -> errors.LambdaError:
+        """The error for a launch's last answer. The API refused it (4xx, 429 included):
+        nothing was created, unless an earlier attempt of this call went unanswered; a
+        5xx (an outage) leaves the launch's fate unknown."""
+        error = self._error(reply, action, regions=(region,))
+        error.nothing_launched = reply.status < 500 and not uncertain
+        return error
 
     def _adopted(self, found: dict[str, Any], launch_id: str, attempt: int) -> Launched:
         log.info("found launch %s as instance %s: adopted, not launched again", launch_id,
                  found.get("id"))
         return Launched(str(found["id"]), adopted=True, attempts=attempt)
 
-    def _backoff(self, attempt: int, reply: Reply | None = None) -> None:
+    def _backoff(self, attempt: int, reply: Reply | None = None) -> bool:
         """Wait before the next launch attempt: ``Retry-After`` if the server said, else
-        exponential with jitter. The launch limiter still paces the attempt itself."""
-        delay = None
-        if reply is not None:
-            try:
-                delay = min(RETRY_AFTER_MAX, float(reply.headers.get("Retry-After", "")))
-            except ValueError:
-                delay = None
+        exponential with jitter (the launch limiter still paces the attempt itself).
+        ``False``, without waiting, when the wait would pass the ``--api-timeout``
+        deadline: the caller gives up with the error it has."""
+        delay = retry_after(reply.headers) if reply is not None else None
         if delay is None:
-            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)) + random.uniform(0, JITTER)
-        self.transport.limiter.pause(delay)
+            delay = backoff(attempt)
+        return self.transport.pause(delay)
 
     def terminate(self, instance_ids: Sequence[str]) -> list[Any]:
         """Terminate all of ``instance_ids`` in one call; on a 404 (one id unknown or

@@ -144,7 +144,7 @@ def instance_types(data: Any, note: str | None = None) -> list[InstanceType]:
             gpu_description=_text(itype.get("gpu_description")) or "",
             gpus=_int(specs.get("gpus")), vcpus=_int(specs.get("vcpus")),
             memory_gib=_int(specs.get("memory_gib")), storage_gib=_int(specs.get("storage_gib")),
-            regions_with_capacity=() if note else capacity))
+            regions_with_capacity=() if note else capacity, capacity_known=not note))
     return sorted(found, key=lambda t: (t.price_cents_per_hour, t.name))
 
 

@@ -110,7 +110,15 @@ class SimulatorNotRunningError(ConnectionFailedError):
 
 
 class ApiTimeoutError(ConnectionFailedError):
-    pass
+    """One attempt got no answer within its read timeout (retries may follow)."""
+
+
+class ApiDeadlineError(ConnectionFailedError):
+    """The API went ``--api-timeout`` seconds without answering (requests, retries and
+    waits together): the command gives up. Not an :class:`ApiTimeoutError`, so nothing
+    falls back to a cached answer and carries on waiting: the command ends here."""
+
+    seconds: float = 0.0
 
 
 class UnexpectedReplyError(LambdaError):
@@ -146,6 +154,29 @@ def connection_error(url: str, reason: str, *, refused: bool, timeout: bool = Fa
         f"cannot reach {SERVICE} at {host}: {reason}",
         hints=["check your network connection (and lambda.api_url, if you changed it), "
                "then try again"])
+
+
+def deadline_error(url: str, seconds: float, *, cause: str | None = None,
+                   queued: float | None = None) -> ApiDeadlineError:
+    """The one line for an API that did not answer within the command's ``--api-timeout``
+    of ``seconds``; ``queued``: it was this account's rate limit, whose next free slot is
+    that far ahead, that would have outlasted it."""
+    if queued is not None:
+        error = ApiDeadlineError(
+            f"gave up on {SERVICE} after {seconds:g} s (--api-timeout): the account's rate "
+            f"limit has no free slot for {queued:.0f} s",
+            hints=["other soong commands may be using this account: let them finish, or "
+                   "allow more with --api-timeout SECONDS"])
+    else:
+        hint = ("is the simulator stuck? `soong sim status` says whether it runs"
+                if is_loopback(url) else
+                "try again in a minute; if it persists, check https://status.lambda.ai")
+        error = ApiDeadlineError(
+            f"the {SERVICE} API at {host_of(url)} did not answer within {seconds:g} s "
+            "(--api-timeout)",
+            hints=[hint, "or give it longer: --api-timeout SECONDS"], detail=cause)
+    error.seconds = seconds
+    return error
 
 
 def api_error(status: int, body: Any, *, action: str = "", regions: Sequence[str] = ()
@@ -208,8 +239,9 @@ def api_error(status: int, body: Any, *, action: str = "", regions: Sequence[str
                    "try again"], **kwargs)
     if (code or "").startswith("provider/") or code == "global/internal-error" or status >= 500:
         return ProviderUnavailableError(
-            f"{SERVICE} is unavailable right now: {code or f'HTTP {status}'}{doing}",
-            hints=["try again shortly"], **kwargs)
+            f"{SERVICE} is unavailable (HTTP {status}): {code or quoted or 'no details'}{doing}",
+            hints=["try again in a few minutes; https://status.lambda.ai shows outages"],
+            **kwargs)
     return ApiError(f"{SERVICE} answered HTTP {status}{doing}" + (f": {quoted}" if quoted else ""),
                     hints=[suggestion] if suggestion else [], **kwargs)
 

@@ -37,10 +37,10 @@ from soong_core.models import (
 )
 from soong_plugins.lambda_labs import bundled, convert, errors
 from soong_plugins.lambda_labs.cache import TTL, TypeCache
-from soong_plugins.lambda_labs.checks import check_launch
+from soong_plugins.lambda_labs.checks import NAME_MAX, check_launch
 from soong_plugins.lambda_labs.client import LambdaClient, Launched
 from soong_plugins.lambda_labs.redact import get_logger
-from soong_plugins.lambda_labs.transport import ProcessState, Transport
+from soong_plugins.lambda_labs.transport import API_TIMEOUT, ProcessState, Transport
 
 log = get_logger()
 
@@ -66,6 +66,9 @@ class LambdaProvider(Provider):
     name = "lambda"
     credential_key = "lambda.api_key"
     filesystem_key = "lambda.filesystem_name"
+    profile_keys: ClassVar[tuple[str, ...]] = ("lambda.api_url", "lambda.api_key",
+                                               "lambda.account_id")
+    name_max_length = NAME_MAX
     unsupported: ClassVar[Mapping[Capability, str]] = {
         Capability.STOP: "Lambda Cloud can only terminate an instance, which deletes its "
                          "local disk (attach a filesystem to keep files)",
@@ -77,11 +80,15 @@ class LambdaProvider(Provider):
 
     def __init__(self, api_url: str = DEFAULT_API_URL, api_key: str | None = None, *,
                  filesystem_name: str | None = None, cache_dir: Path | None = None,
-                 state: ProcessState | None = None, cache_ttl: float | None = None) -> None:
+                 state: ProcessState | None = None, cache_ttl: float | None = None,
+                 api_timeout: float | None = API_TIMEOUT) -> None:
         self.endpoint = api_url.rstrip("/")
         self.default_filesystem = filesystem_name
         self._key = api_key
-        self.client = LambdaClient(Transport(self.endpoint, api_key, state=state))
+        # The pacing is the account's: the identity, once from_config has set it, names it.
+        self.client = LambdaClient(Transport(self.endpoint, api_key, state=state,
+                                             api_timeout=api_timeout,
+                                             identity=lambda: self.identity))
         self.cache = TypeCache(self.endpoint, cache_dir,
                                ttl=TTL if cache_ttl is None else cache_ttl)
         self._types: list[InstanceType] | None = None
@@ -94,12 +101,18 @@ class LambdaProvider(Provider):
         self.catalogue_source = "none"
         """Where the last catalogue came from: ``live``, ``cache`` (fresh, within the
         TTL), ``stale-cache`` or ``bundled`` (the pricing call failed)."""
+        self.catalogue_error: errors.LambdaError | None = None
+        """Why the last catalogue is not live (``stale-cache``, ``bundled``), else ``None``."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LambdaProvider:
         section = config.get("lambda") or {}
         provider = cls(section.get("api_url") or DEFAULT_API_URL, section.get("api_key"),
-                       filesystem_name=section.get("filesystem_name"))
+                       filesystem_name=section.get("filesystem_name"),
+                       api_timeout=_api_timeout(config))
+        account = section.get("account_id")  # the simulator's; Lambda Cloud names none
+        provider.identity = account.strip() if isinstance(account, str) and account.strip() \
+            else None
         clock = config.get("clock") or {}
         if clock.get("mode") == "accelerated" and isinstance(clock.get("factor"), (int, float)):
             provider.clock_rate = float(clock["factor"])
@@ -140,8 +153,10 @@ class LambdaProvider(Provider):
         self._keep(data, "live", convert.instance_types(data))
         return list(self._types or [])
 
-    def _keep(self, data: dict[str, Any], source: str, types: list[InstanceType]) -> None:
+    def _keep(self, data: dict[str, Any], source: str, types: list[InstanceType],
+              error: errors.LambdaError | None = None) -> None:
         self._types_data, self.catalogue_source, self._types = data, source, types
+        self.catalogue_error = error
         self._types_at = self.cache.now()
 
     def _expire_types(self) -> None:
@@ -156,13 +171,14 @@ class LambdaProvider(Provider):
             note = f"cached price list from {when}; capacity unknown"
             log.warning("could not get Lambda Cloud's prices (%s): estimates use the price "
                         "list cached at %s", exc.message, when)
-            self._keep(cached.data, "stale-cache", convert.instance_types(cached.data, note))
+            self._keep(cached.data, "stale-cache", convert.instance_types(cached.data, note),
+                       exc)
         else:
             data = bundled.instance_types_payload()
             note = f"bundled price list of {bundled.PRICES_AS_OF}; capacity unknown"
             log.warning("could not get Lambda Cloud's prices (%s): estimates use soong's "
                         "bundled price list of %s", exc.message, bundled.PRICES_AS_OF)
-            self._keep(data, "bundled", convert.instance_types(data, note))
+            self._keep(data, "bundled", convert.instance_types(data, note), exc)
         return list(self._types or [])
 
     def _prices(self) -> dict[str, int]:
@@ -251,6 +267,8 @@ class LambdaProvider(Provider):
         regions = list(dict.fromkeys(request.regions))
         if not regions:
             wanted = [t for t in self.list_instance_types() if t.name == request.type_name]
+            if wanted and not wanted[0].capacity_known:
+                raise self._capacity_unknown(request.type_name)
             regions = list(wanted[0].regions_with_capacity) if wanted else []
             if not regions:
                 raise self._no_capacity(request.type_name, [])
@@ -293,6 +311,16 @@ class LambdaProvider(Provider):
             filesystem_names=tuple(request.filesystem_names), tags=dict(tags), extra=extra)
         self._recent[instance.id] = (time.monotonic(), instance)
         return instance
+
+    def _capacity_unknown(self, type_name: str) -> errors.LambdaError:
+        """No region asked for, and no live catalogue to say where there is capacity: the
+        reason is the catalogue's failure (an outage is reported as one, not as "no
+        capacity")."""
+        cause = self.catalogue_error or errors.LambdaError("the catalogue is not live")
+        return type(cause)(f"cannot tell where {type_name} has capacity: {cause.message}",
+                           hints=[*cause.hints, "name a region with --region to try it anyway"],
+                           detail=cause.detail, code=getattr(cause, "code", None),
+                           status=getattr(cause, "status", None))
 
     def _no_capacity(self, type_name: str, tried: Sequence[str]) -> errors.InsufficientCapacityError:
         where = ", ".join(tried) if tried else "any region"
@@ -374,6 +402,15 @@ class LambdaProvider(Provider):
 def _same_key(a: str, b: str) -> bool:
     """Public keys compared without their comments."""
     return a.split()[:2] == b.split()[:2]
+
+
+def _api_timeout(config: Mapping[str, Any]) -> float:
+    """``defaults.api_timeout_seconds`` (``--api-timeout``), else the default."""
+    value = (config.get("defaults") or {}).get("api_timeout_seconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or value == float("inf"):
+        return API_TIMEOUT
+    return float(value)
 
 
 def provider_from_config(config: Mapping[str, Any]) -> LambdaProvider:

@@ -1,24 +1,35 @@
-"""HTTP for the Lambda Cloud client: one session per process, retries, pacing, redaction.
+"""HTTP for the Lambda Cloud client: one session per process, retries, pacing, deadline,
+redaction.
 
 * **One ``requests.Session`` per process** (:func:`shared`), so connections are reused
-  by every provider object, and one :class:`~.pacing.Limiter` per endpoint, so two
-  ``Soong`` objects in one program share the account's allowance instead of each
+  by every provider object, and one :class:`~.pacing.Limiter` per account, whose
+  buckets live in the account's pacing file: two ``Soong`` objects in one program, or
+  two soong commands run at once, share the account's allowance instead of each
   spending all of it.
-* **Retries** are urllib3's (:class:`LimitedRetry`): 429, 500, 502, 503 and 504 answers,
-  connection errors and read errors, with exponential backoff plus jitter, or the
-  server's ``Retry-After`` when it sends one; after the wait each retry takes a token
-  from the limiter like any request. Other 4xx answers come back at once.
-* **Launch is never retried here.** ``POST /instance-operations/launch`` has its own
-  adapter with no retries at all (mounted on its URL: requests picks the adapter with
-  the longest matching prefix). A lost launch reply is the client's business: it
-  reconciles by the launch's tag before trying again (:mod:`.client`).
-* **Every call has a timeout** (connect, read).
+* **Retries** are this module's own loop (:meth:`Transport.request`): 429, 500, 502, 503
+  and 504 answers, connection errors and read errors, with exponential backoff plus
+  jitter, or the server's ``Retry-After`` when it sends one; after the wait each retry
+  takes a token from the limiter like any request. Other 4xx answers come back at once.
+  urllib3's own retries are off (``max_retries=0``), so every attempt, and the timeout
+  it is given, is decided here.
+* **Launch is never retried here.** ``POST /instance-operations/launch`` is sent once
+  per call. A lost launch reply is the client's business: it reconciles by the launch's
+  tag before trying again (:mod:`.client`).
+* **Every attempt has a timeout** (connect, read), **and the API a deadline**
+  (``--api-timeout``, :class:`ApiBudget`): the time spent on requests that got no
+  answer yet, with their retries and their waits for the rate limit or ``Retry-After``,
+  may not pass it. Each attempt's timeout is cut to what is left, and no wait goes past
+  it; then :class:`~.errors.ApiDeadlineError` ends the command in one line. An answer
+  (any HTTP reply) starts the count afresh, and time spent outside requests (polling
+  intervals, a prompt) never counts, so ``--wait-for-capacity`` may wait for hours
+  while a silent API still stops a command after the deadline.
 * **The server's clock**: each reply's ``Date`` is remembered with the monotonic time
   it came, so :meth:`Transport.server_time` can say what time the API thinks it is
   (``start`` refuses to launch from a laptop whose clock is off).
 * **Secrets**: the key travels only in the ``Authorization`` header, set per request by
   :class:`BearerAuth` (whose repr is masked); debug lines go to the ``soong.lambda``
-  logger through its redacting filter and never include headers or bodies.
+  logger through its redacting filter and never include headers or bodies. The pacing
+  file is named by a hash (:func:`~.pacing.account_hash`), never the key.
 
 Imports requests and urllib3: only :mod:`.client` imports this module, and only the
 provider factory imports the client, so ``soong --help`` never pays for them.
@@ -26,33 +37,43 @@ provider factory imports the client, so ``soong --help`` never pays for them.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from soong_plugins.lambda_labs import errors
-from soong_plugins.lambda_labs.pacing import Limiter, Timer, WallTimer
+from soong_plugins.lambda_labs.pacing import (
+    Limiter,
+    Timer,
+    TooLong,
+    WallTimer,
+    account_hash,
+    pacing_path,
+)
 from soong_plugins.lambda_labs.redact import MASK, get_logger, register_secret
 
 log = get_logger()
 
 LAUNCH_PATH = "/instance-operations/launch"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST"})
-"""POST is here because every POST this client sends through the general adapter is
-safe to repeat (terminate, restart, rename; a repeated add-key or create-filesystem is
-answered ``global/duplicate``, which the provider checks). Launch never reaches it."""
+"""Answers worth another attempt. Every other request this client sends is safe to
+repeat, POSTs included (terminate, restart, rename; a repeated add-key or
+create-filesystem is answered ``global/duplicate``, which the provider checks). Launch
+never is."""
 TOTAL_RETRIES = 6
 CONNECT_RETRIES = 3
+"""Retries after a connection that could not be made (none on loopback: nothing listens
+there, the simulator is down, and waiting would only delay saying so)."""
 READ_RETRIES = 3
+"""Retries after a request that was sent but got no answer (reset, closed, timed out)."""
 STATUS_RETRIES = 5
 BACKOFF_BASE = 0.5
 """The first retry waits about this long, each next one twice as long..."""
@@ -63,7 +84,10 @@ JITTER = 0.5
 RETRY_AFTER_MAX = 60.0
 """A longer ``Retry-After`` is cut to this: the user is waiting."""
 TIMEOUT = (5.0, 30.0)
-"""(connect, read) seconds for every call."""
+"""(connect, read) seconds for every attempt, at most (the deadline may cut them)."""
+API_TIMEOUT = 60.0
+"""Seconds the API may go without answering before a command gives up (the default of
+``defaults.api_timeout_seconds``, ``--api-timeout``)."""
 USER_AGENT = "soong (Lambda Cloud provider)"
 
 
@@ -90,89 +114,109 @@ class BearerAuth(requests.auth.AuthBase):
         return f"BearerAuth({MASK})"
 
 
-class LimitedRetry(Retry):
-    """urllib3's Retry whose waits go through the limiter: the backoff (or the server's
-    ``Retry-After``) on the limiter's timer, then a token, as for any request.
+def backoff(failures: int) -> float:
+    """The wait after ``failures`` consecutive failures: exponential, plus jitter."""
+    return float(min(BACKOFF_MAX, BACKOFF_BASE * 2.0 ** (max(1, failures) - 1))
+                 + random.uniform(0, JITTER))
 
-    urllib3 copies a Retry at each attempt through :meth:`new`, which is extended here
-    to carry the limiter along.
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The server's ``Retry-After`` in seconds (a number, or an HTTP date from ``now``,
+    wall time), at most :data:`RETRY_AFTER_MAX`; ``None`` when absent or unreadable."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        date = parse_http_date(value)
+        if date is None:
+            return None
+        seconds = date - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(RETRY_AFTER_MAX, max(0.0, seconds))
+
+
+class ApiBudget:
+    """How long the API may go without answering (``--api-timeout``), per thread.
+
+    :meth:`charge` counts what a request spends: its attempts (real seconds) and its
+    waits (seconds of the limiter's timer, so tests on a virtual clock count them
+    without sleeping). :meth:`answered` starts afresh, as does raising the deadline
+    error (:meth:`close`): what comes after it, in a program that goes on, is a new
+    question. ``seconds=None``: no deadline.
     """
 
-    limiter: Limiter | None = None
+    def __init__(self, seconds: float | None = API_TIMEOUT) -> None:
+        self.seconds = seconds
+        self._local = threading.local()
 
-    def new(self, **kw: Any) -> LimitedRetry:
-        retry = super().new(**kw)
-        retry.limiter = self.limiter
-        return retry
+    def __repr__(self) -> str:
+        return f"ApiBudget({self.seconds!r})"
 
-    def backoff(self) -> float:
-        """Exponential in the consecutive failures so far, plus jitter."""
-        failures = max(1, len(self.history))
-        return float(min(BACKOFF_MAX, BACKOFF_BASE * 2.0 ** (failures - 1))
-                     + random.uniform(0, JITTER))
+    @property
+    def spent(self) -> float:
+        return float(getattr(self._local, "spent", 0.0))
 
-    def sleep(self, response: Any = None) -> None:
-        delay = None
-        if self.respect_retry_after_header and response is not None:
-            delay = self.get_retry_after(response)
-        delay = min(RETRY_AFTER_MAX, delay) if delay is not None else self.backoff()
-        last = self.history[-1] if self.history else None
-        if last is not None:
-            cause = f"HTTP {last.status}" if last.status else _short(last.error)
-            log.debug("retry %d: %s %s after %s, in %.2fs", len(self.history), last.method,
-                      last.url, cause, delay)
-        if self.limiter is None:
-            time.sleep(delay)
-            return
-        self.limiter.pause(delay)
-        self.limiter.acquire()
+    def left(self) -> float:
+        return math.inf if self.seconds is None else self.seconds - self.spent
 
+    def charge(self, seconds: float) -> None:
+        self._local.spent = self.spent + max(0.0, seconds)
 
-def _short(error: Any) -> str:
-    return type(error).__name__ if error is not None else "an error"
+    def fits(self, wait: float) -> bool:
+        """Whether a wait of ``wait`` seconds still leaves time for a request after it."""
+        return wait < self.left()
 
+    def cap(self, timeout: tuple[float, float]) -> tuple[float, float]:
+        """``(connect, read)`` cut to what is left."""
+        left = self.left()
+        return (min(timeout[0], left), min(timeout[1], left))
 
-def make_retry(limiter: Limiter, *, loopback: bool) -> LimitedRetry:
-    """The general adapter's policy. A refused connection on loopback is not retried:
-    nothing listens there (the simulator is down), and waiting would only delay saying so."""
-    retry = LimitedRetry(
-        total=TOTAL_RETRIES, connect=0 if loopback else CONNECT_RETRIES, read=READ_RETRIES,
-        status=STATUS_RETRIES, other=0, redirect=0, allowed_methods=RETRY_METHODS,
-        status_forcelist=RETRY_STATUSES, raise_on_status=False, raise_on_redirect=False,
-        respect_retry_after_header=True)
-    retry.limiter = limiter
-    return retry
+    def answered(self) -> None:
+        self._local.spent = 0.0
+
+    close = answered
 
 
 @dataclass
 class ProcessState:
-    """What one process shares: the session and a limiter per endpoint."""
+    """What one process shares: the session and a limiter per account."""
 
     timer: Timer = field(default_factory=WallTimer)
     session: requests.Session | None = None
     limiters: dict[str, Limiter] = field(default_factory=dict)
     mounted: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    shared_pacing: bool = True
+    """Keep each account's buckets in its pacing file, for every process to share;
+    ``False``: this process paces alone (what soong did before; benchmarks compare)."""
 
-    def limiter(self, endpoint: str) -> Limiter:
+    def limiter(self, account: str, *aliases: str) -> Limiter:
+        """The limiter of ``account`` (an :func:`~.pacing.account_hash`), which
+        ``aliases`` name too: in one process, a provider that knows its account's
+        identity and one that knows only the endpoint and key share one limiter (the
+        first one's file)."""
         with self.lock:
-            if endpoint not in self.limiters:
-                self.limiters[endpoint] = Limiter(self.timer)
-            return self.limiters[endpoint]
+            names = (account, *aliases)
+            found = next((self.limiters[n] for n in names if n in self.limiters), None)
+            if found is None:
+                path = (lambda: pacing_path(account)) if self.shared_pacing else None
+                found = Limiter(self.timer, path=path)
+            for name in names:
+                self.limiters.setdefault(name, found)
+            return found
 
     def session_for(self, endpoint: str) -> requests.Session:
-        """The shared session, with this endpoint's adapters mounted (once)."""
-        limiter = self.limiter(endpoint)
+        """The shared session, with this endpoint's adapter mounted (once)."""
         with self.lock:
             if self.session is None:
                 self.session = requests.Session()
                 self.session.headers["User-Agent"] = USER_AGENT
                 self.session.headers["Accept"] = "application/json"
             if endpoint not in self.mounted:
-                general = HTTPAdapter(max_retries=make_retry(
-                    limiter, loopback=errors.is_loopback(endpoint)))
-                self.session.mount(endpoint + "/", general)
-                self.session.mount(endpoint + LAUNCH_PATH, HTTPAdapter(max_retries=0))
+                self.session.mount(endpoint + "/", HTTPAdapter(max_retries=0))
                 self.mounted.add(endpoint)
             return self.session
 
@@ -191,12 +235,12 @@ def shared() -> ProcessState:
     return _state
 
 
-def reset(timer: Timer | None = None) -> ProcessState:
+def reset(timer: Timer | None = None, *, shared_pacing: bool = True) -> ProcessState:
     """Start over with a fresh session and limiters (on ``timer``): for tests and for
     programs that fork. Returns the new state."""
     global _state
     _state.close()
-    _state = ProcessState(timer=timer or WallTimer())
+    _state = ProcessState(timer=timer or WallTimer(), shared_pacing=shared_pacing)
     return _state
 
 
@@ -220,16 +264,27 @@ class Reply:
 
 class Transport:
     """Sends requests to one endpoint with one key; answers are :class:`Reply`,
-    failures to get any answer are :class:`~.errors.ConnectionFailedError`."""
+    failures to get any answer are :class:`~.errors.ConnectionFailedError`.
+
+    ``api_timeout``: seconds the API may go without answering (see :class:`ApiBudget`;
+    ``None``: no deadline). ``identity``: the account, or a callable asked at the first
+    request (the provider learns it from its config after building the transport);
+    with one, the pacing is shared by every key and endpoint of that account.
+    """
 
     def __init__(self, api_url: str, api_key: str | None, *,
                  state: ProcessState | None = None,
-                 timeout: tuple[float, float] = TIMEOUT) -> None:
+                 timeout: tuple[float, float] = TIMEOUT,
+                 api_timeout: float | None = API_TIMEOUT,
+                 identity: str | Callable[[], str | None] | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self._auth = BearerAuth(api_key) if api_key else None
         register_secret(api_key)
         self._state = state
         self.timeout = timeout
+        self.budget = ApiBudget(api_timeout)
+        self._identity = identity
+        self._by_key = account_hash(self.api_url, api_key)
         self._server_clock: tuple[float, float] | None = None
         """(the latest usable ``Date`` as POSIX seconds, ``time.monotonic()`` when it came)."""
 
@@ -241,33 +296,139 @@ class Transport:
         return self._state if self._state is not None else shared()
 
     @property
+    def account(self) -> str:
+        """The pacing account: a hash of the identity, else of the endpoint and key."""
+        identity = self._identity() if callable(self._identity) else self._identity
+        return account_hash(self.api_url, None, identity) if identity else self._by_key
+
+    @property
     def limiter(self) -> Limiter:
-        return self.state.limiter(self.api_url)
+        account = self.account
+        return self.state.limiter(account, *({self._by_key} - {account}))
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a backoff between launch attempts) if that leaves time for
+        another request before the deadline; ``False``, without waiting, if not."""
+        if not self.budget.fits(seconds):
+            return False
+        self.limiter.pause(seconds)
+        self.budget.charge(seconds)
+        return True
 
     def request(self, method: str, path: str, body: Any = None, *,
                 launch: bool = False) -> Reply:
-        """``method`` on ``path`` (below the API URL), paced, retried, timed out."""
+        """``method`` on ``path`` (below the API URL), paced, retried (never a launch),
+        each attempt timed out, all of it within the deadline."""
         if self._auth is None:
             raise errors.MissingApiKeyError()
         url = self.api_url + path
         session = self.state.session_for(self.api_url)
-        waited = self.limiter.acquire(launch=launch)
-        log.debug("%s %s%s", method, url, f" (paced {waited:.2f}s)" if waited else "")
-        started = time.monotonic()
+        limiter = self.limiter
+        connect_limit = 0 if errors.is_loopback(self.api_url) else CONNECT_RETRIES
+        retries = connects = reads = statuses = 0
+        while True:
+            waited = self._paced(limiter, launch, url, retry=retries > 0)
+            log.debug("%s %s%s", method, url, f" (paced {waited:.2f}s)" if waited else "")
+            timeout = self.budget.cap(self.timeout)
+            started = time.monotonic()
+            try:
+                response = session.request(method, url, json=body, auth=self._auth,
+                                           timeout=timeout, allow_redirects=False)
+            except requests.exceptions.RequestException as exc:
+                self.budget.charge(time.monotonic() - started)
+                error = self._no_answer(exc, url, timeout)
+                log.debug("%s %s: %s", method, url, error.message)
+                connect = not error.maybe_sent
+                retryable = (not launch and retries < TOTAL_RETRIES
+                             and not isinstance(error, errors.ApiDeadlineError)
+                             and (connects < connect_limit if connect else reads < READ_RETRIES))
+                if not retryable:
+                    raise error from exc
+                delay = backoff(retries + 1)
+                if not self._wait(delay):
+                    raise self._deadline(url, error.maybe_sent, cause=error.message) from exc
+                retries += 1
+                connects, reads = connects + connect, reads + (not connect)
+                log.debug("retry %d: %s %s after %s, waited %.2fs", retries, method, url,
+                          _short(exc), delay)
+                continue
+            self.budget.charge(time.monotonic() - started)
+            self._note_date(response.headers.get("Date"))
+            status = response.status_code
+            if (status in RETRY_STATUSES and not launch and retries < TOTAL_RETRIES
+                    and statuses < STATUS_RETRIES):
+                delay = retry_after(response.headers)
+                delay = backoff(retries + 1) if delay is None else delay
+                if self._wait(delay, before=response):
+                    retries += 1
+                    statuses += 1
+                    log.debug("retry %d: %s %s after HTTP %d, waited %.2fs", retries, method,
+                              url, status, delay)
+                    continue
+                log.debug("%s %s: no retry after HTTP %d: waiting %.2fs would pass the "
+                          "deadline", method, url, status, delay)
+            self.budget.answered()
+            return self._reply(response, method, url, started, retries)
+
+    # -- the pieces of a request ---------------------------------------------------------------
+
+    def _paced(self, limiter: Limiter, launch: bool, url: str, *, retry: bool) -> float:
+        """Wait for a send slot within the deadline; the seconds waited. A retry that
+        cannot have one in time ends as the API's silence it retries; a first attempt, as
+        the rate limit's queue."""
+        left = self.budget.left()
+        if left <= 0:
+            raise self._deadline(url, False)
         try:
-            response = session.request(method, url, json=body, auth=self._auth,
-                                       timeout=self.timeout, allow_redirects=False)
-        except requests.exceptions.RequestException as exc:
-            if _timed_out(exc):
-                error = errors.connection_error(url, "timed out", refused=False, timeout=True,
-                                                seconds=self.timeout[1])
-            else:
-                error = errors.connection_error(url, _reason(exc), refused=_refused(exc))
-            error.maybe_sent = not _never_sent(exc)
-            log.debug("%s %s: %s", method, url, error.message)
-            raise error from exc
-        self._note_date(response.headers.get("Date"))
-        retries = len(getattr(getattr(response.raw, "retries", None), "history", ()) or ())
+            waited = limiter.acquire(launch=launch,
+                                     within=None if math.isinf(left) else left)
+        except TooLong as exc:
+            if retry:
+                raise self._deadline(url, False) from None
+            self.budget.close()
+            assert self.budget.seconds is not None  # a finite deadline cut the wait
+            raise errors.deadline_error(url, self.budget.seconds, queued=exc.wait) from None
+        self.budget.charge(waited)
+        return waited
+
+    def _wait(self, delay: float, before: requests.Response | None = None) -> bool:
+        """Wait ``delay`` before a retry if that leaves time for it; a reply that will be
+        retried is read first (so its connection goes back to the pool)."""
+        if not self.budget.fits(delay):
+            return False
+        if before is not None:
+            before.content  # reading it frees the connection
+            before.close()
+        self.limiter.pause(delay)
+        self.budget.charge(delay)
+        return True
+
+    def _deadline(self, url: str, maybe_sent: bool,
+                  cause: str | None = None) -> errors.ApiDeadlineError:
+        self.budget.close()
+        assert self.budget.seconds is not None  # only a finite deadline runs out
+        error = errors.deadline_error(url, self.budget.seconds, cause=cause)
+        error.maybe_sent = maybe_sent
+        return error
+
+    def _no_answer(self, exc: requests.exceptions.RequestException, url: str,
+                   timeout: tuple[float, float]) -> errors.ConnectionFailedError:
+        """The error for an attempt that got no answer: the deadline's when the attempt
+        timed out on a timeout the deadline had cut."""
+        never_sent = _never_sent(exc)
+        if _timed_out(exc):
+            phase = 0 if never_sent else 1
+            if timeout[phase] < self.timeout[phase]:
+                return self._deadline(url, not never_sent, cause="timed out")
+            error: errors.ConnectionFailedError = errors.connection_error(
+                url, "timed out", refused=False, timeout=True, seconds=timeout[phase])
+        else:
+            error = errors.connection_error(url, _reason(exc), refused=_refused(exc))
+        error.maybe_sent = not never_sent
+        return error
+
+    def _reply(self, response: requests.Response, method: str, url: str, started: float,
+               retries: int) -> Reply:
         try:
             parsed = response.json() if response.content else None
             text = ""
@@ -299,6 +460,10 @@ class Transport:
                 log.debug("ignoring a malformed Date header from %s", self.api_url)
             return
         self._server_clock = (date, received)  # one assignment: threads see old or new
+
+
+def _short(error: BaseException) -> str:
+    return type(error).__name__
 
 
 def parse_http_date(value: str | None) -> float | None:
@@ -353,10 +518,11 @@ def _timed_out(exc: BaseException) -> bool:
 def _never_sent(exc: BaseException) -> bool:
     """True when the request surely did not reach the server (no connection was made:
     refused, unresolvable, or the connect itself timed out)."""
-    from urllib3.exceptions import ConnectTimeoutError
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-    return any(isinstance(e, (ConnectTimeoutError, requests.exceptions.ConnectTimeout,
-                              ConnectionRefusedError)) for e in _chain(exc))
+    return any(isinstance(e, (ConnectTimeoutError, NewConnectionError,
+                              requests.exceptions.ConnectTimeout, ConnectionRefusedError))
+               for e in _chain(exc))
 
 
 def _reason(exc: BaseException) -> str:

@@ -67,7 +67,10 @@ def soak(root: Path, seconds: float, seed: int) -> int:
                           "reset_rate": 0.05, "fault_seed": seed})
         config = {"defaults": {"provider": "lambda", "region": "us-east-1",
                                "fallback_regions": ["us-west-1"], "gpu": "gpu_1x_a10"},
-                  "lambda": {"api_url": sim.api_url, "api_key": sim.api_key}}
+                  "lambda": {"api_url": sim.api_url, "api_key": sim.api_key},
+                  # the simulator's accelerated clock, as the sim profile holds it (else
+                  # `start`'s clock check refuses every launch)
+                  "clock": sim.clock_info()["config"]}
         deadline = time.monotonic() + seconds
         done = threading.Event()
 
@@ -80,7 +83,7 @@ def soak(root: Path, seconds: float, seed: int) -> int:
                     try:
                         plan = soong.plan_launch(hours=1)
                     except SoongError as exc:
-                        errors[f"plan: {type(exc).__name__}"] += 1
+                        errors[f"plan: {type(exc).__name__}: {exc.message}"] += 1
                         continue
                     wanted += 1
                     try:
@@ -125,7 +128,8 @@ def soak(root: Path, seconds: float, seed: int) -> int:
                 if tag["key"] == TAG_LAUNCH_ID:
                     by_launch[tag["value"]].append(record.id)
         log = [e for e in read_lines(sim.store.request_log_path) if e["kind"] == "api"]
-        waited = shared().limiter(sim.api_url).waited
+        limiters = {id(limiter): limiter for limiter in shared().limiters.values()}
+        waited = sum(limiter.waited for limiter in limiters.values())
     faults = collections.Counter(e["fault"] or "none" for e in log)
     operations = collections.Counter(e["operation"] for e in log)
     duplicates = {k: ids for k, ids in by_launch.items() if len(ids) > 1}

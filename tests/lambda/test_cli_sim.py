@@ -4,7 +4,6 @@ never in any output."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -51,12 +50,10 @@ def test_configure_start_status_stop_against_sim_up(soong_env: SoongEnv, tmp_pat
     assert "terminated" in stopped.stdout
     leaked = [r for r in runs if sim["api_key"] in r.stdout + r.stderr]
     assert leaked == []
-    assert request_problems(capture, allow_429=True) == []
+    assert request_problems(capture) == []
     checker = ConformanceChecker()
     checker.check_capture(capture)
     assert checker.problems == [] and checker.checked > 0
     statuses = [e["status"] for e in read_lines(capture) if e.get("kind") == "api"]
-    # a new process cannot know what the previous one spent: at most one 429 each, at
-    # its start, answered by waiting Retry-After (never a storm of them)
-    assert all(not (a == 429 and b == 429) for a, b in itertools.pairwise(statuses))
-    assert statuses.count(429) <= len(runs)
+    # back-to-back processes share the account's pacing file: none meets a 429
+    assert 429 not in statuses and statuses

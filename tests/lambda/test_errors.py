@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
+from soong_core.config import default_config_path, write_config_file
 from soong_core.errors import SoongError
 from soong_core.models import TAG_LAUNCH_ID, LaunchRequest
+from soong_core.testing import CliResult
 from soong_plugins.lambda_labs import errors
 from soong_plugins.lambda_labs.provider import LambdaProvider
 from soong_plugins.lambda_labs.simulator.testing import SimHarness
@@ -100,9 +102,9 @@ def test_requests_the_api_would_refuse_are_refused_before_sending(
 
 
 @pytest.mark.parametrize("status, code, kind, words", [
-    (503, "provider/internal-unavailable", errors.ProviderUnavailableError, "try again shortly"),
-    (502, "provider/upstream-timeout", errors.ProviderUnavailableError, "try again shortly"),
-    (500, "global/internal-error", errors.ProviderUnavailableError, "try again shortly"),
+    (503, "provider/internal-unavailable", errors.ProviderUnavailableError, "status.lambda.ai"),
+    (502, "provider/upstream-timeout", errors.ProviderUnavailableError, "status.lambda.ai"),
+    (500, "global/internal-error", errors.ProviderUnavailableError, "try again in a few"),
     (429, "global/rate-limit-exceeded", errors.RateLimitedError, "same API key"),
     (404, "global/object-does-not-exist", errors.NotFoundError, "List them"),
     (400, "global/duplicate", errors.DuplicateError, "another name"),
@@ -140,3 +142,52 @@ def test_a_non_json_answer_is_one_line(provider: LambdaProvider) -> None:
     assert isinstance(error, errors.UnexpectedReplyError)
     assert error.message == "unexpected answer from Lambda Cloud (listing): HTTP 404, not JSON"
     assert "/api/v1" in error.hints[0]
+
+
+# -- an outage is an outage, not "no capacity" (issue 10, point 6) -------------------------
+
+OUTAGE = {"error_rate": 1.0, "error_status": 503}
+
+
+def test_a_503_during_a_launch_is_the_provider_unavailable(
+        provider: LambdaProvider, cloud: SimHarness, ssh_key: str,
+        api_log: Callable[..., Any]) -> None:
+    cloud.control("PATCH", "/knobs", OUTAGE)
+    with pytest.raises(errors.ProviderUnavailableError) as caught:
+        provider.launch(request())
+    assert caught.value.message == ("Lambda Cloud is unavailable (HTTP 503): "
+                                    "provider/internal-unavailable (launching gpu_1x_a10 in "
+                                    "us-east-1)")
+    assert "status.lambda.ai" in caught.value.hints[0]
+    assert caught.value.nothing_launched is False  # a 5xx may come after the launch happened
+    # the reconciling listing failed too (that is the outage): no blind second launch
+    assert [e["operation"] for e in api_log(cloud)].count("launchInstance") == 1
+    one_line(caught.value)
+
+
+def test_with_no_region_asked_an_outage_is_not_capacity_gone_in_any_region(
+        provider: LambdaProvider, cloud: SimHarness, ssh_key: str) -> None:
+    cloud.control("PATCH", "/knobs", OUTAGE)
+    anywhere = LaunchRequest("gpu_1x_a10", (), ssh_key_names=("soong",), tags={TAG_LAUNCH_ID: "x"})
+    with pytest.raises(errors.ProviderUnavailableError) as caught:
+        provider.launch(anywhere)
+    assert caught.value.message == ("cannot tell where gpu_1x_a10 has capacity: Lambda Cloud is "
+                                    "unavailable (HTTP 503): provider/internal-unavailable "
+                                    "(listing instance types)")
+    assert "--region" in caught.value.hints[-1] and caught.value.nothing_launched
+    one_line(caught.value)
+
+
+@pytest.mark.parametrize("where", ["", " --region us-east-1"])
+def test_start_during_an_outage_says_lambda_is_unavailable(
+        cloud: SimHarness, run_cli: Callable[..., CliResult], where: str) -> None:
+    write_config_file(default_config_path(), {"lambda": {"api_url": cloud.api_url,
+                                                         "api_key": cloud.api_key}})
+    cloud.control("PATCH", "/knobs", OUTAGE)
+    result = run_cli(f"start -y --gpu gpu_1x_a10{where}")
+    assert result.exit_code == 1, result.stderr
+    errors_shown = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors_shown == ["error: Lambda Cloud is unavailable (HTTP 503): "
+                            "provider/internal-unavailable (listing instances)"]
+    assert "no capacity" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

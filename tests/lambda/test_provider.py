@@ -36,6 +36,27 @@ def test_registered_as_provider_lambda_from_config(plugins: Plugins, cloud: SimH
     assert cloud.api_key not in repr(provider) and cloud.api_key not in repr(provider.client)
 
 
+def test_from_config_paces_by_account_and_honours_the_api_timeout(
+        plugins: Plugins, cloud: SimHarness) -> None:
+    from soong_core.config import make_config
+
+    from soong_plugins.lambda_labs.pacing import account_hash
+
+    config = make_config({"lambda.api_url": cloud.api_url, "lambda.api_key": cloud.api_key,
+                          "lambda.account_id": "sim-acct-7",
+                          "defaults.api_timeout_seconds": 12}, plugins=plugins)
+    provider = plugins.providers().create("lambda", config)
+    assert isinstance(provider, LambdaProvider)
+    transport = provider.client.transport
+    assert transport.account == account_hash("", None, "sim-acct-7")
+    assert transport.budget.seconds == 12
+    plain = plugins.providers().create("lambda", make_config(
+        {"lambda.api_url": cloud.api_url, "lambda.api_key": cloud.api_key}, plugins=plugins))
+    assert isinstance(plain, LambdaProvider)
+    assert plain.client.transport.account == account_hash(cloud.api_url, cloud.api_key)
+    assert plain.client.transport.budget.seconds == 60
+
+
 def test_plugin_module_stays_import_light() -> None:
     import subprocess
     import sys

@@ -8,7 +8,6 @@ import time
 from typing import Any, Callable, Iterator
 
 import pytest
-from requests.adapters import HTTPAdapter
 
 from soong_plugins.lambda_labs import errors, transport
 from soong_plugins.lambda_labs.pacing import GENERAL, LAUNCH, Limiter, VirtualTimer
@@ -44,9 +43,10 @@ def test_5xx_is_retried_with_backoff_then_reported_as_provider_unavailable(
     cloud.control("PATCH", "/knobs", {"error_rate": 1.0, "error_status": 503})
     with pytest.raises(errors.ProviderUnavailableError) as caught:
         provider.list_instances()
-    assert caught.value.message == ("Lambda Cloud is unavailable right now: "
+    assert caught.value.message == ("Lambda Cloud is unavailable (HTTP 503): "
                                     "provider/internal-unavailable (listing instances)")
-    assert caught.value.hints == ("try again shortly",)
+    assert caught.value.hints == ("try again in a few minutes; https://status.lambda.ai "
+                                  "shows outages",)
     assert len(api_log(cloud)) == 1 + transport.STATUS_RETRIES
     # exponential: 0.5 s, 1 s, 2 s... (plus jitter) between attempts
     least = sum(transport.BACKOFF_BASE * 2 ** i for i in range(transport.STATUS_RETRIES))
@@ -88,18 +88,22 @@ def test_every_call_has_a_timeout(cloud: SimHarness) -> None:
     assert transport.TIMEOUT[0] > 0 and transport.TIMEOUT[1] > 0
 
 
-def test_launch_has_an_adapter_without_retries_and_the_rest_retry_post_too(
-        provider: LambdaProvider) -> None:
+def test_launch_is_sent_once_and_the_other_posts_are_retried(
+        provider: LambdaProvider, cloud: SimHarness, api_log: Callable[..., Any]) -> None:
+    cloud.control("PATCH", "/knobs", {"error_rate": 1.0, "error_status": 503})
+    client = provider.client.transport
+    body = {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10",
+            "ssh_key_names": ["soong"]}
+    launched = client.request("POST", transport.LAUNCH_PATH, body, launch=True)
+    assert launched.status == 503 and launched.retries == 0
+    assert len(api_log(cloud)) == 1  # never repeated blindly: the client reconciles first
+    terminated = client.request("POST", "/instance-operations/terminate",
+                                {"instance_ids": ["0" * 32]})
+    assert terminated.status == 503 and terminated.retries == transport.STATUS_RETRIES
+    assert len(api_log(cloud)) == 2 + transport.STATUS_RETRIES
+    # urllib3 retries nothing on its own: every attempt, and its timeout, is decided here
     session = transport.shared().session_for(provider.endpoint)
-    launch = session.get_adapter(provider.endpoint + transport.LAUNCH_PATH)
-    general = session.get_adapter(provider.endpoint + "/instance-operations/terminate")
-    assert isinstance(launch, HTTPAdapter) and isinstance(general, HTTPAdapter)
-    assert launch is not general
-    assert launch.max_retries.total == 0 and launch.max_retries.read is False
-    assert isinstance(general.max_retries, transport.LimitedRetry)
-    assert general.max_retries.status_forcelist == {429, 500, 502, 503, 504}
-    assert "POST" in (general.max_retries.allowed_methods or ())
-    assert general.max_retries.limiter is transport.shared().limiter(provider.endpoint)
+    assert session.get_adapter(provider.endpoint + "/instances").max_retries.total == 0
 
 
 def test_one_session_per_process_shared_by_providers(cloud: SimHarness) -> None:
@@ -154,6 +158,17 @@ def test_limiter_buckets_match_the_documented_limits() -> None:
     assert timer.sleeps[5] == pytest.approx(1 / LAUNCH.rate)
     assert 1 / GENERAL.rate > 1.0 and 1 / LAUNCH.rate > 12.0 and LAUNCH.burst == 5
     assert limiter.waited == pytest.approx(timer.slept)
+
+
+def test_retry_after_in_seconds_or_as_a_date_and_cut_to_a_minute() -> None:
+    now = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
+    assert transport.retry_after({"Retry-After": "2"}) == 2
+    assert transport.retry_after({"Retry-After": "Sun, 06 Nov 1994 08:49:47 GMT"}, now) == 10
+    assert transport.retry_after({"Retry-After": "Sun, 06 Nov 1994 08:49:27 GMT"}, now) == 0
+    assert transport.retry_after({"Retry-After": "3600"}) == transport.RETRY_AFTER_MAX
+    for junk in ("", "soon", "nan", "inf"):
+        assert transport.retry_after({"Retry-After": junk}) is None, junk
+    assert transport.retry_after({}) is None
 
 
 # -- the server's clock, from the Date header (DESIGN, "Laptop clock") --------------------
