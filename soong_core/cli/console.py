@@ -49,30 +49,41 @@ def make_console(io: IO, *, error: bool = False) -> Console:
 class Phases:
     """Names the phase of a long wait: a spinner on a terminal, a line per phase otherwise.
 
-    Used as a context manager; ``update("booting")`` changes the phase.
+    Used as a context manager; ``update("booting")`` changes the phase. A phase is
+    plain text, printed as it is (it names a provider's ids and types: no markup, and
+    control characters shown as escapes).
     """
 
     def __init__(self, io: IO, first: str) -> None:
+        from soong_core.text import printable
+
         self.console = make_console(io, error=True)
         self._status: Any = None
-        self._phase = first
+        self._phase = printable(first)
 
     def __enter__(self) -> Phases:
+        from rich.text import Text
+
         if self.console.is_terminal:
-            self._status = self.console.status(self._phase)
+            self._status = self.console.status(Text(self._phase))
             self._status.__enter__()
         else:
-            self.console.print(f"{self._phase}...")
+            self.console.print(f"{self._phase}...", markup=False)
         return self
 
     def update(self, phase: str) -> None:
+        from rich.text import Text
+
+        from soong_core.text import printable
+
+        phase = printable(phase)
         if phase == self._phase:
             return
         self._phase = phase
         if self._status is not None:
-            self._status.update(phase)
+            self._status.update(Text(phase))
         else:
-            self.console.print(f"{phase}...")
+            self.console.print(f"{phase}...", markup=False)
 
     def follow(self, instance: Any) -> None:
         """Name an instance's state as the phase while it is not yet active."""

@@ -19,6 +19,7 @@ from soong_core.costs import UNKNOWN, format_money, format_money_range
 from soong_core.interfaces import StatusReporter
 from soong_core.models import Action, InstanceState
 from soong_core.policy import format_duration
+from soong_core.text import printable
 from soong_plugins.reporters.facts import (
     EMPTY_MESSAGE,
     Facts,
@@ -104,10 +105,12 @@ class TableReporter(StatusReporter):
 
 
 def row_cells(fact: Facts, short_id: str) -> list[str]:
-    """The ten cells of one row, as plain text."""
+    """The ten cells of one row, as plain text: what came from the provider (a name, an
+    id, an address) or from history with its control characters shown as escapes, so a
+    name can neither break its row nor send the terminal a command."""
     instance = fact.status.instance
     name = instance.name or "-"
-    return [
+    cells = [
         short_id,
         name,
         instance.state.value,
@@ -119,6 +122,7 @@ def row_cells(fact: Facts, short_id: str) -> list[str]:
         format_money(fact.status.estimated_total) if fact.managed or fact.ended else UNKNOWN,
         next_stop_text(fact),
     ]
+    return [printable(cell) for cell in cells]
 
 
 def _cost(fact: Facts) -> str:

@@ -137,11 +137,13 @@ class StatusCommand(SoongCommand):
     def _history_table(self, events: Sequence[Event]) -> None:
         from soong_core.models import format_timestamp
         from soong_core.select import short_ids
+        from soong_core.text import printable
 
         shorts = short_ids([e.instance_id for e in events])
         header = ("TIME", "KIND", "INSTANCE", "REASON", "COST")
-        rows = [(format_timestamp(e.at), e.kind.value, shorts[e.instance_id],
-                 (e.reason or "-") + (" (inferred)" if e.inferred else ""), _cost_cell(e))
+        rows = [tuple(printable(cell) for cell in (
+                    format_timestamp(e.at), e.kind.value, shorts[e.instance_id],
+                    (e.reason or "-") + (" (inferred)" if e.inferred else ""), _cost_cell(e)))
                 for e in events]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         for number, row in enumerate([header, *rows]):
