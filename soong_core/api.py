@@ -126,8 +126,14 @@ class Soong:
     def history(self) -> History:
         from soong_core.history import History, namespace_for
 
-        return History.open(namespace=namespace_for(self.provider.name or "provider",
-                                                     self.provider.endpoint))
+        # Per account when the provider names one (a simulator keeps its history when it
+        # comes back on another port); rows recorded per endpoint before are adopted.
+        name, identity = self.provider.name or "provider", self.provider.identity
+        by_endpoint = namespace_for(name, self.provider.endpoint)
+        if not identity:
+            return History.open(namespace=by_endpoint)
+        return History.open(namespace=namespace_for(name, identity=identity),
+                            adopt=[by_endpoint])
 
     def close(self) -> None:
         if "history" in self.__dict__:
@@ -150,8 +156,7 @@ class Soong:
             if itype.name == name:
                 return itype
         known = ", ".join(sorted(t.name for t in types))
-        raise UsageError(f"unknown GPU type {name!r}", hints=[f"known types: {known}",
-                                                               "run `soong available` to compare them"])
+        raise UsageError(f"unknown GPU type {name!r}", hints=[f"known types: {known}"])
 
     def instances(self) -> list[Instance]:
         """Every instance the provider lists (soong's and others'; recently ended ones
@@ -292,6 +297,8 @@ class Soong:
             if unknown:
                 raise UsageError(f"unknown region {unknown[0]!r}",
                                  hints=[f"known regions: {', '.join(sorted(names))}"])
+        if not itype.capacity_known:
+            return wanted  # the provider could not say (an outage?): its launch will
         available = list(itype.regions_with_capacity)
         if not wanted:
             wanted = available
@@ -299,7 +306,7 @@ class Soong:
             where = ", ".join(wanted) or "any region"
             hint = (f"try --region {available[0]}" + (f" (also: {', '.join(available[1:])})"
                                                       if available[1:] else "")
-                    if available else "try another type: `soong available`")
+                    if available else "try another GPU type")
             raise SoongError(f"no capacity for {itype.name} in {where} right now",
                              hints=[hint + ", or --wait-for-capacity"])
         return wanted
@@ -394,12 +401,20 @@ class Soong:
         ``on_state`` hears each new state (a spinner names the phase). ``unhealthy``,
         ``terminated``, ``preempted`` or a vanished instance end the wait with an error
         saying what to do; so does ``timeout`` (wall seconds). Polls every ``interval``
-        wall seconds: the API allows one request per second.
+        wall seconds: the API allows one request per second. A provider error while
+        polling (the API went away) is raised with the instance named as launched and
+        maybe billing, and how to check or stop it.
         """
         waited = 0.0  # counted in slept intervals, so an injected sleep makes it testable
         last = None
+        launch_id = None
         while True:
-            instance = self.provider.get_instance(instance_id)
+            try:
+                instance = self.provider.get_instance(instance_id)
+            except SoongError as exc:
+                raise _lost_while_waiting(instance_id, launch_id, exc) from None
+            if instance is not None:
+                launch_id = instance.launch_id
             if instance is None:
                 raise SoongError(f"instance {instance_id} vanished while booting",
                                  hints=["run `soong status --history` to see why"])
@@ -428,7 +443,7 @@ class Soong:
         """Poll until none of ``instance_ids`` is listed as billing any more (terminated,
         or gone from the list). ``on_poll`` hears those still there."""
         ids = set(instance_ids)
-        waited = 0.0
+        waited = _Waited(self, timeout)
         while True:
             left = [i for i in self.provider.list_instances()
                     if i.id in ids and not i.state.ended]
@@ -436,20 +451,25 @@ class Soong:
                 return
             if on_poll is not None:
                 on_poll(left)
-            if timeout is not None and waited >= timeout:
-                raise SoongError(f"{len(left)} instance(s) still terminating after {timeout:g}s: "
+            if waited.over:
+                raise SoongError(f"{len(left)} instance(s) still terminating after {waited}: "
                                  f"{', '.join(i.id for i in left)}",
                                  hints=["check again with `soong status`; the provider bills "
                                         "until they are terminated"])
-            self.sleep(interval)
-            waited += interval
+            waited.pause(interval)
 
     def wait_for_capacity(self, type_name: str, regions: Sequence[str] = (), *,
                           timeout: float | None = None, interval: float = CAPACITY_POLL_SECONDS,
                           on_poll: Callable[[int], None] | None = None) -> list[str]:
         """Poll the catalogue until ``type_name`` has capacity (in one of ``regions``, if
-        given); return the regions that have it. ``timeout`` is in wall seconds."""
-        waited = 0.0
+        given); return the regions that have it. ``on_poll`` hears the number of checks
+        made so far, after each that found none.
+
+        ``timeout`` is in wall seconds: the last pause ends at it (never a whole
+        ``interval`` past it), one more check follows, and the error says how long the
+        wait really took (the checks' own time included, as the clock measures it).
+        """
+        waited = _Waited(self, timeout)
         polls = 0
         while True:
             polls += 1
@@ -459,12 +479,11 @@ class Soong:
                 return ready
             if on_poll is not None:
                 on_poll(polls)
-            if timeout is not None and waited >= timeout:
+            if waited.over:
                 where = f" in {', '.join(regions)}" if regions else ""
-                raise SoongError(f"no capacity for {type_name}{where} after {timeout:g}s",
-                                 hints=["try other regions or types: `soong available`"])
-            self.sleep(interval)
-            waited += interval
+                raise SoongError(f"no capacity for {type_name}{where} after {waited}",
+                                 hints=["try other regions or GPU types, or wait longer (--timeout)"])
+            waited.pause(interval)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -562,7 +581,8 @@ class Soong:
                 raise SoongError(
                     f"extending {instance_id} by {hours:g}h would pass its hard limit at "
                     f"{format_timestamp(view.hard_deadline)}: at most {most} more",
-                    hints=["pass --to-max to extend up to the hard limit"] if room > 0 else
+                    hints=[f"extend by at most {most}, or with to_max=True to stop at the "
+                           "hard limit"] if room > 0 else
                     ["the hard limit is fixed at launch; launch a new instance to go on"])
             deadline, hours = view.hard_deadline, room / HOUR
         price = instance.price_cents_per_hour or 0
@@ -583,23 +603,31 @@ class Soong:
     # -- stop ------------------------------------------------------------------------------------
 
     def stop(self, instance_ids: Iterable[str], *, reason: str = Reason.MANUAL.value) -> list[Instance]:
-        """Terminate ``instance_ids`` in one provider call and record why, with the cost."""
+        """Terminate ``instance_ids`` in one provider call and record why, with the cost.
+
+        An instance that has already ended or is terminating (listed so, or recorded
+        ended in history) is left alone: nothing is sent for it and no second
+        termination is recorded, so stopping twice is harmless. An id neither the
+        provider nor history knows is an error, and nothing is terminated. Returns the
+        instances the provider terminated now.
+        """
         ids = list(dict.fromkeys(instance_ids))
         if not ids:
             return []
-        known = {i.id: i for i in self.instances() if not i.state.ended}
-        missing = [i for i in ids if i not in known]
+        listed = {i.id: i for i in self.instances()}
+        missing = [i for i in ids if i not in listed and self.termination(i) is None]
         if missing:
             raise SoongError(f"no instance {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
                                                               if len(missing) > 1 else ""),
                              hints=["run `soong status` to list instances"])
-        return self.stop_instances([known[i] for i in ids], reason=reason)
+        return self.stop_instances([listed[i] for i in ids if i in listed], reason=reason)
 
     def stop_instances(self, instances: Sequence[Instance], *,
                        reason: str = Reason.MANUAL.value) -> list[Instance]:
         """:meth:`stop` for instances the caller has just listed (saves listing them
-        again under the provider's rate limit)."""
-        chosen = list({i.id: i for i in instances}.values())
+        again under the provider's rate limit). Those listed in a state that no longer
+        bills (terminating, terminated, preempted) are skipped, as :meth:`stop` does."""
+        chosen = [i for i in {i.id: i for i in instances}.values() if i.state.billing]
         if not chosen:
             return []
         from soong_core.history import HistoryError
@@ -619,6 +647,20 @@ class Soong:
                     f"{exc.message}", hints=["the next soong command records it as ended "
                                              "outside soong", *exc.hints]) from None
         return ended
+
+    def termination(self, instance_id: str) -> Event | None:
+        """The latest termination history records for ``instance_id`` (when it ended or
+        was asked to, and why), or ``None``."""
+        ends = self.history.events(instance_id=instance_id, kinds=[EventKind.TERMINATE])
+        return ends[-1] if ends else None
+
+    def ended_instances(self) -> list[Instance]:
+        """Every instance history records as ended, rebuilt from its events (state
+        ``terminated`` or ``preempted``), oldest end first: the provider forgets ended
+        instances, history does not (what ``stop`` matches a stale id against)."""
+        from soong_core.reconcile import ended_statuses
+
+        return [status.instance for status in ended_statuses(self, since=0.0)]
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -677,6 +719,53 @@ class LaunchPlan:
     def hard_limit_cost(self) -> Decimal:
         return costs.estimate(self.instance_type.price_cents_per_hour,
                               self.request.hard_timeout_hours)
+
+
+class _Waited:
+    """How long a polling wait has taken, in wall seconds, against its ``timeout``.
+
+    Measured on the core's clock (so the polls' own time counts: a rate-limited API
+    answers slowly), and never less than what the wait slept: a test's clock may tell
+    no wall time at all (:class:`~soong_core.clock.ManualClock`). ``str()`` is the
+    figure as a user reads it (``"3s"``, ``"4m"``, ``"1h30m"``).
+    """
+
+    def __init__(self, soong: Soong, timeout: float | None) -> None:
+        self._clock, self._sleep = soong.clock, soong.sleep
+        self._started = self._clock.now()
+        self._slept = 0.0
+        self.timeout = timeout
+
+    @property
+    def seconds(self) -> float:
+        return max(self._slept, self._clock.to_wall(self._clock.now() - self._started))
+
+    @property
+    def over(self) -> bool:
+        return self.timeout is not None and self.seconds >= self.timeout
+
+    def pause(self, interval: float) -> None:
+        """Sleep ``interval``, or only what is left before the timeout when that is less."""
+        seconds = interval if self.timeout is None else \
+            max(0.0, min(interval, self.timeout - self.seconds))
+        self._sleep(seconds)
+        self._slept += seconds
+
+    def __str__(self) -> str:
+        seconds = self.seconds
+        return f"{seconds:.2g}s" if seconds < 10 else policy.format_duration(seconds)
+
+
+def _lost_while_waiting(instance_id: str, launch_id: str | None, exc: SoongError) -> SoongError:
+    """``exc`` (the provider failed while a launched instance booted), saying first that
+    the instance exists and may bill, and how to check on it or stop it."""
+    launch = f" (launch id {launch_id})" if launch_id else ""
+    return SoongError(
+        f"instance {instance_id}{launch} is launched and may be billing, but waiting for it "
+        f"failed: {exc.message}",
+        hints=[*exc.hints, f"once the API answers: check it with `soong status`, or stop it "
+                           f"with `soong stop {instance_id}`"],
+        detail=exc.detail, exit_code=exc.exit_code)
 
 
 def _with_tags(request: LaunchRequest, tags: Mapping[str, str]) -> LaunchRequest:

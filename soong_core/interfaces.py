@@ -81,13 +81,17 @@ class Provider(ABC):
     unsupported: ClassVar[Mapping[Capability, str]] = {}
     endpoint: str | None = None
     """Where this provider's API lives (a URL), when it has one. History and budget are
-    kept per provider and endpoint, so a simulated cloud never mixes with the real one."""
+    kept per provider and :attr:`identity`, or per endpoint when it has none, so a
+    simulated cloud never mixes with the real one."""
     default_filesystem: str | None = None
     """The filesystem ``start`` attaches when given none (from the provider's config)."""
     credential_key: ClassVar[str | None] = None
     """The config key holding this provider's API key (``"lambda.api_key"``): ``soong
     configure`` asks for it, hidden, and proves it with one call before saving."""
     filesystem_key: ClassVar[str | None] = None
+    name_max_length: ClassVar[int | None] = None
+    """The longest instance name the provider accepts, in characters (``None``: no known
+    limit): ``start --name`` refuses a longer one at once, before the panel."""
     """The config key naming the filesystem to attach by default, if the provider has one."""
     profile_keys: ClassVar[tuple[str, ...]] = ()
     """The config keys that say which cloud and account this provider talks to (its

@@ -1,4 +1,4 @@
-"""Which instance a command means: ``soong stop abc``, ``soong ssh``, ``status --instance-id``.
+"""Which instance a command means: ``soong stop abc``, ``status --instance-id``.
 
 Every command that acts on one instance resolves the user's words the same way, so a
 habit learnt with one command works with all of them:
@@ -6,7 +6,11 @@ habit learnt with one command works with all of them:
 * no reference: the single running (billing) instance, since most users run one at a
   time and should not have to copy an id;
 * a full id, then an exact name, then a unique id prefix (exact matches win over
-  prefixes, as a short git hash loses to a branch name);
+  prefixes, as a short git hash loses to a branch name). Ids match in any case
+  (``soong stop ABC`` finds ``abc123...``): a provider's ids are generated, and their
+  case is no part of what a user remembers or copies from a screen. Names match
+  exactly, case included: they are the user's own words, and ``Exp`` and ``exp`` may
+  be two instances;
 * anything else fails with one line naming the candidates, so the next attempt is
   a copy and paste away.
 
@@ -17,7 +21,7 @@ instances are candidates (the provider's list, or ended ones from history as wel
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from soong_core.errors import SoongError, UsageError
 from soong_core.models import Instance
@@ -70,12 +74,18 @@ def describe_candidates(instances: Iterable[Instance], limit: int = MAX_LISTED) 
     return shown
 
 
-def select_instance(instances: Sequence[Instance], ref: str | None) -> Instance:
+def select_instance(instances: Sequence[Instance], ref: str | None, *,
+                    ended: Callable[[], Sequence[Instance]] | None = None) -> Instance:
     """The instance ``ref`` names among ``instances``.
 
     :param instances: the candidates, typically ``Soong.instances()``.
-    :param ref: a full id, an exact name or a unique id prefix; ``None`` means "the
-        single running instance" (one whose state bills).
+    :param ref: a full id, an exact name or a unique id prefix (ids in any case);
+        ``None`` means "the single running instance" (one whose state bills).
+    :param ended: instances that ended and that ``instances`` no longer holds (history
+        remembers them, the provider forgot them), called only when nothing in
+        ``instances`` matches ``ref``: so that ``soong stop OLD`` can say OLD has already
+        ended, where it would otherwise say nothing matches. They never make a match in
+        ``instances`` ambiguous.
     :raises UsageError: ``ref`` is empty or blank (exit 2).
     :raises SoongError: nothing matches, or several do (exit 1); the message is one line
         listing the candidates as ``id (name, state)``.
@@ -86,6 +96,21 @@ def select_instance(instances: Sequence[Instance], ref: str | None) -> Instance:
     if not wanted:
         raise UsageError("an empty instance reference names no instance",
                          hints=["give an id, a unique id prefix or a name"])
+    found = _match(instances, wanted)
+    if found is None and ended is not None:
+        found = _match(ended(), wanted)
+    if found is not None:
+        return found
+    if not instances:
+        raise SoongError(f"no instance matches {wanted!r}: there are no instances",
+                         hints=["start one with `soong start`"])
+    raise SoongError(f"no instance matches {wanted!r}; candidates: "
+                     f"{describe_candidates(instances)}", hints=[LIST_HINT])
+
+
+def _match(instances: Sequence[Instance], wanted: str) -> Instance | None:
+    """The one instance ``wanted`` names by full id, exact name or id prefix (in any
+    case), in that order; ``None`` when nothing matches; an error when several do."""
     for instance in instances:
         if instance.id == wanted:
             return instance
@@ -95,18 +120,15 @@ def select_instance(instances: Sequence[Instance], ref: str | None) -> Instance:
     if by_name:
         raise SoongError(f"{len(by_name)} instances are named {wanted!r}: "
                          f"{describe_candidates(by_name)}", hints=["give the id instead"])
-    by_prefix = [i for i in instances if i.id.startswith(wanted)]
+    folded = wanted.casefold()
+    by_prefix = [i for i in instances if i.id.casefold().startswith(folded)]
     if len(by_prefix) == 1:
         return by_prefix[0]
     if by_prefix:
         raise SoongError(f"{wanted!r} matches {len(by_prefix)} instances: "
                          f"{describe_candidates(by_prefix)}",
                          hints=["give more characters of the id, or the name"])
-    if not instances:
-        raise SoongError(f"no instance matches {wanted!r}: there are no instances",
-                         hints=["start one with `soong start`"])
-    raise SoongError(f"no instance matches {wanted!r}; candidates: "
-                     f"{describe_candidates(instances)}", hints=[LIST_HINT])
+    return None
 
 
 def _the_running_one(instances: Sequence[Instance]) -> Instance:

@@ -78,7 +78,7 @@ def test_extend_to_max_clamps_and_names_the_largest_extension(soong: Soong) -> N
     instance = soong.launch(hours=6)
     with pytest.raises(SoongError, match="would pass its hard limit .*: at most 2h more") as err:
         soong.extend(instance.id, 3)
-    assert "--to-max" in err.value.hints[0]
+    assert "to_max=True" in err.value.hints[0] and "2h" in err.value.hints[0]
     clamped = soong.extend(instance.id, 3, to_max=True)
     assert clamped.hours == 2 and clamped.deadline == clamped.hard_deadline
     assert clamped.cost == Decimal("1.50")
@@ -329,3 +329,135 @@ def test_a_plugin_failing_at_launch_launches_nothing_and_closes_the_intent(
     assert [c for c, _ in fake_provider.calls if c == "launch"] == []
     assert [e.kind for e in soong.history.events()] == [EventKind.LAUNCH_INTENT,
                                                         EventKind.LAUNCH_FAILED]
+
+
+def test_stopping_twice_or_a_terminating_instance_sends_and_records_nothing_more(
+        soong: Soong, clock: ManualClock, fake_provider: FakeProvider) -> None:
+    gone, going, live = soong.launch(), soong.launch(), soong.launch()
+    clock.advance(HOUR)
+    soong.stop([gone.id])
+    fake_provider.set_state(going.id, InstanceState.TERMINATING)
+    clock.advance(HOUR)
+    fake_provider.calls.clear()
+    # gone is forgotten by the provider but remembered by history; going no longer bills
+    ended = soong.stop([gone.id, going.id, live.id])
+    assert [c for c in fake_provider.calls if c[0] == "terminate"] == [("terminate", (live.id,))]
+    assert [i.id for i in ended] == [live.id]
+    stops = soong.history.events(kinds=[EventKind.TERMINATE])
+    assert [(e.instance_id, e.cost) for e in stops if e.reason == "manual"] == [
+        (gone.id, Decimal("0.75")), (live.id, Decimal("1.50"))]
+    assert soong.stop([gone.id]) == []
+    assert soong.stop_instances([i for i in fake_provider.list_instances()
+                                 if i.id == going.id]) == []
+    assert [c for c in fake_provider.calls if c[0] == "terminate"] == [("terminate", (live.id,))]
+    assert soong.termination(gone.id).at == clock.now() - HOUR  # type: ignore[union-attr]
+    assert soong.termination("nope") is None
+    assert [i.id for i in soong.ended_instances()] == [gone.id, live.id]
+
+
+class Timed:
+    """A clock whose every second is a wall second, moved by hand, and a provider
+    whose catalogue takes ``poll_seconds`` to answer: a slow, rate-limited API."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def to_wall(self, seconds: float) -> float:
+        return seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.advance(seconds)
+
+
+def no_capacity(register_plugin: Any, clock: ManualClock, poll_seconds: float = 0) -> FakeProvider:
+    from soong_core.fake import FakeProviderPlugin
+
+    class Slow(FakeProvider):
+        def list_instance_types(self) -> Any:
+            clock.advance(poll_seconds)
+            return super().list_instance_types()
+
+    provider = Slow(clock, capacity={("gpu_1x_a10", "us-east-1"): 0,
+                                     ("gpu_1x_a10", "us-west-1"): 0})
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    return provider
+
+
+def test_waiting_for_capacity_never_sleeps_past_the_timeout(plugins: Plugins, clock: ManualClock,
+                                                            register_plugin: Any) -> None:
+    no_capacity(register_plugin, clock)
+    timed = Timed(clock)
+    soong = Soong(CONFIG, plugins=plugins, clock=timed, sleep=timed.sleep)
+    polls: list[int] = []
+    # `start --wait-for-capacity --timeout 0.05`: 3 s, against checks every 10 s
+    with pytest.raises(SoongError, match=r"^no capacity for gpu_1x_a10 after 3s$"):
+        soong.wait_for_capacity("gpu_1x_a10", timeout=3, on_poll=polls.append)
+    assert timed.slept == [3] and polls == [1, 2]  # one check at the deadline
+    timed.slept.clear()
+    with pytest.raises(SoongError, match=r"after 25s$"):
+        soong.wait_for_capacity("gpu_1x_a10", timeout=25)
+    assert timed.slept == [10, 10, 5]
+
+
+def test_waiting_for_capacity_reports_the_time_it_really_took_in_a_readable_unit(
+        plugins: Plugins, clock: ManualClock, register_plugin: Any) -> None:
+    no_capacity(register_plugin, clock, poll_seconds=2)  # each check takes 2 s
+    timed = Timed(clock)
+    soong = Soong(CONFIG, plugins=plugins, clock=timed, sleep=timed.sleep)
+    with pytest.raises(SoongError, match=r"^no capacity for gpu_1x_a10 after 5s$"):
+        soong.wait_for_capacity("gpu_1x_a10", timeout=3)  # 2 s check, 1 s pause, 2 s check
+    assert timed.slept == [1]
+    with pytest.raises(SoongError, match=r"^no capacity for gpu_1x_a10 in us-east-1 after 2h$"):
+        soong.wait_for_capacity("gpu_1x_a10", ["us-east-1"], timeout=2 * HOUR, interval=HOUR)
+    # a clock that tells no wall time (ManualClock) still counts what was slept
+    manual = Soong(CONFIG, plugins=plugins, clock=clock, sleep=clock.sleep)
+    with pytest.raises(SoongError, match=r"after 0.5s$"):
+        manual.wait_for_capacity("gpu_1x_a10", timeout=0.5)
+
+
+def test_waiting_for_termination_stops_at_the_timeout_too(plugins: Plugins, clock: ManualClock,
+                                                         fake_provider: FakeProvider) -> None:
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    timed = Timed(clock)
+    soong = Soong(CONFIG, plugins=plugins, clock=timed, sleep=timed.sleep)
+    instance = soong.launch()
+    fake_provider.set_state(instance.id, InstanceState.TERMINATING)
+    with pytest.raises(SoongError, match=rf"^1 instance\(s\) still terminating after 2.5s: "
+                                         rf"{instance.id}$"):
+        soong.wait_until_gone([instance.id], timeout=2.5)
+    assert timed.slept == [1, 1, 0.5]
+
+
+def test_losing_the_api_while_waiting_says_the_instance_may_be_billing(
+        plugins: Plugins, clock: ManualClock, register_plugin: Any) -> None:
+    from soong_core.fake import FakeProviderPlugin
+
+    class Vanishing(FakeProvider):
+        polls = 0
+
+        def get_instance(self, instance_id: str) -> Any:
+            self.polls += 1
+            if self.polls > 1:
+                raise SoongError("cannot reach the fake API", hints=["is it running?"],
+                                 detail="connection refused")
+            return super().get_instance(instance_id)
+
+    provider = Vanishing(clock)
+    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    soong = Soong(CONFIG, plugins=plugins, clock=clock, sleep=clock.sleep)
+    instance = soong.launch()
+    with pytest.raises(SoongError) as err:
+        soong.wait_until_ready(instance.id)
+    assert err.value.message == (
+        f"instance {instance.id} (launch id {instance.launch_id}) is launched and may be "
+        "billing, but waiting for it failed: cannot reach the fake API")
+    assert err.value.hints == (
+        "is it running?", f"once the API answers: check it with `soong status`, or stop it "
+                          f"with `soong stop {instance.id}`")
+    assert err.value.detail == "connection refused"

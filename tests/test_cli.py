@@ -74,7 +74,7 @@ def test_plugin_command_runs_and_cannot_shadow_a_core_one(run_cli: Any, register
 
 
 @pytest.mark.parametrize("args, message", [
-    ("nope", 'error: The command "nope" does not exist'),
+    ("nope", "error: unknown command 'nope'"),
     ("plugins --bogus", 'error: The option "--bogus" does not exist'),
     ("plugins extra", 'error: No arguments expected for "plugins" command, got "extra"'),
 ])

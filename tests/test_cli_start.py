@@ -153,4 +153,156 @@ def test_ctrl_c_while_waiting_says_it_is_billing(run_cli: Any, soong_env: SoongE
     assert result.exit_code == 130
     assert result.stderr.splitlines()[-3:] == [
         "error: interrupted: fake-0001 is already launched and billing ($0.75/hr)",
-        "  stop it: soong stop fake-0001", "  or follow it: soong status"]
+        "  stop it: `soong stop fake-0001`", "  or follow it: `soong status`"]
+
+
+def no_sleeping(monkeypatch: Any, then: Any = None) -> list[float]:
+    """The core's waits in this process record what they would sleep instead (and call
+    ``then`` after each): the CLI's ``Soong`` sleeps with ``time.sleep``."""
+    import types
+
+    import soong_core.api
+
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if then is not None:
+            then()
+
+    monkeypatch.setattr(soong_core.api, "time", types.SimpleNamespace(sleep=sleep))
+    return slept
+
+
+@pytest.mark.parametrize("args", ["-q start -y", "-q start -y --no-wait", "start -q -y"])
+def test_quiet_prints_only_the_instance_id(run_cli: Any, cloud: FakeProvider, args: str) -> None:
+    result = run_cli(args)
+    assert result.exit_code == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("fake-0001\n", "")  # id=$(soong -q start -y)
+
+
+def test_waiting_for_capacity_counts_its_checks_in_words(run_cli: Any, soong_env: SoongEnv,
+                                                         register_plugin: Any,
+                                                         monkeypatch: Any) -> None:
+    provider = FakeProvider(RealClock(), boot_seconds=0,
+                            capacity={("gpu_1x_a10", "us-east-1"): 0,
+                                      ("gpu_1x_a10", "us-west-1"): 0})
+    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    write_config_file(soong_env.config_file, CONFIG)
+
+    def capacity_appears() -> None:
+        provider.capacity["gpu_1x_a10", "us-east-1"] = 1
+
+    slept = no_sleeping(monkeypatch, then=capacity_appears)
+    result = run_cli("start -y --wait-for-capacity")
+    assert result.exit_code == 0, result.stderr
+    assert "waiting for capacity for gpu_1x_a10 (checked 1 time)...\n" in result.stderr
+    assert "1 times" not in result.stderr
+    assert slept == [10.0]
+
+
+def test_wait_for_capacity_gives_up_at_the_timeout_and_says_how_long_it_waited(
+        run_cli: Any, soong_env: SoongEnv, register_plugin: Any, monkeypatch: Any) -> None:
+    provider = FakeProvider(RealClock(), capacity={("gpu_1x_a10", "us-east-1"): 0,
+                                                   ("gpu_1x_a10", "us-west-1"): 0})
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    write_config_file(soong_env.config_file, CONFIG)
+    slept = no_sleeping(monkeypatch)
+    result = run_cli("start -y --wait-for-capacity --timeout 0.05")  # minutes: 3 s
+    assert result.exit_code == 1
+    # never a whole 10 s check interval past the timeout: its last pause ends at it (the
+    # checks' own time counts, so the pauses may add up to a hair under 3 s)
+    assert max(slept) <= 3 and sum(slept) == pytest.approx(3, abs=0.5)
+    assert "error: no capacity for gpu_1x_a10 after 3s" in result.stderr.splitlines()
+    assert "(checked 2 times)" in result.stderr
+    assert launches(provider) == []
+
+
+def test_losing_the_api_while_it_boots_says_the_instance_may_be_billing(
+        run_cli: Any, soong_env: SoongEnv, register_plugin: Any) -> None:
+    from soong_core.errors import SoongError
+
+    class Unreachable(FakeProvider):
+        def get_instance(self, instance_id: str) -> Any:
+            raise SoongError("cannot reach the fake API", hints=["is it running?"])
+
+    provider = Unreachable(RealClock(), boot_seconds=3600)
+    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    register_plugin(FakeProviderPlugin(provider), "fake")
+    write_config_file(soong_env.config_file, CONFIG)
+    result = run_cli("start -y")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-3:] == [
+        "error: instance fake-0001 is launched and may be billing, but waiting for it failed: "
+        "cannot reach the fake API",
+        "  is it running?",
+        "  once the API answers: check it with `soong status`, or stop it with "
+        "`soong stop fake-0001`"]
+    assert len(launches(provider)) == 1
+
+
+@pytest.mark.slow
+def test_a_simulator_killed_while_the_instance_boots_leaves_the_way_to_stop_it(
+        soong_env: SoongEnv) -> None:
+    """A real ``soong sim up`` process, killed by the test while ``start`` waits."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from soong_core.testing import run_soong
+
+    up = run_soong("sim", "up", "--json", "--boot-seconds", "3600", env=soong_env)
+    assert up.exit_code == 0, up.stderr
+    sim = json.loads(up.stdout)
+    try:
+        key_path = soong_env.home / ".ssh" / "id_ed25519"
+        configured = run_soong("--sim", "configure", "-n", "--key-name", "soong", "--key-path",
+                               str(key_path), "--gpu", "gpu_1x_a10", "--region", "us-east-1",
+                               env=soong_env, timeout=120)
+        assert configured.exit_code == 0, configured.stderr
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
+        environ.update(soong_env.environ())
+        start = subprocess.Popen([sys.executable, "-m", "soong_core", "--sim", "start", "-y"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=environ)
+        try:
+            assert start.stderr is not None
+            seen = []
+            for line in start.stderr:  # phases, one a line: kill it once it boots
+                seen.append(line)
+                if line.startswith("booting "):
+                    break
+            else:
+                pytest.fail("start never reached booting:\n" + "".join(seen))
+            instance_id = line.split()[1].rstrip(".")
+            os.kill(sim["pid"], signal.SIGKILL)
+            out, err = start.communicate(timeout=120)
+        finally:
+            if start.poll() is None:
+                start.kill()
+                start.wait()
+        assert start.returncode == 1, err
+        lines = err.splitlines()
+        assert lines[0].startswith(f"error: instance {instance_id} (launch id ")
+        assert "is launched and may be billing, but waiting for it failed: " in lines[0]
+        assert lines[-1] == (f"  once the API answers: check it with `soong --sim status`, or "
+                             f"stop it with `soong --sim stop {instance_id}`")
+        assert sim["api_key"] not in out + err and "Traceback" not in err
+    finally:
+        run_soong("sim", "down", env=soong_env)
+
+
+def test_the_report_names_commands_with_the_global_options_in_effect(
+        run_cli: Any, cloud: FakeProvider, soong_env: SoongEnv) -> None:
+    """Typed as shown, the follow-up commands act on the cloud this launch went to."""
+    from soong_core.config import profile_path
+
+    write_config_file(profile_path("work"), {"defaults": {"lease_hours": 3}})
+    result = run_cli("--profile work start -y --no-wait")
+    assert result.exit_code == 0, result.stderr
+    assert "  watch it: soong --profile work status --instance-id fake-0001" in result.stdout
+    assert "  see it:   soong --profile work status\n" in result.stdout
+    assert "  stop it:  soong --profile work stop fake-0001" in result.stdout

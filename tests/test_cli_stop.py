@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from soong_core.clock import ManualClock, RealClock
 from soong_core.config import write_config_file
 from soong_core.fake import FakeProvider, FakeProviderPlugin
 from soong_core.history import History, namespace_for
-from soong_core.models import EventKind, LaunchRequest
+from soong_core.models import EventKind, InstanceState, LaunchRequest
 from soong_core.testing import SoongEnv
 
 CONFIG = {"defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1"}}
@@ -104,4 +105,58 @@ def test_ambiguous_and_unknown_list_the_candidates(run_cli: Any, cloud: FakeProv
     assert prefix.exit_code == 1 and "'fake-' matches 2 instances" in prefix.stderr
     mixed = run_cli("stop -y --all alpha")
     assert mixed.exit_code == 2 and "not both" in mixed.stderr
+    assert terminations(cloud) == []
+
+
+def test_stopping_a_terminated_instance_says_so_and_sends_nothing(
+        run_cli: Any, cloud: FakeProvider, plugins: Any) -> None:
+    instance_id = launch(plugins, "exp")
+    assert run_cli(f"stop -y {instance_id}").exit_code == 0
+    cloud.calls.clear()
+    # the provider forgot it; history did not
+    again = run_cli(f"stop -y {instance_id}")
+    assert again.exit_code == 0, again.stderr  # what a script asked for holds already
+    assert re.fullmatch(rf"instance {instance_id} is already terminated \(ended \d+s ago: "
+                        r"manual\): nothing to stop\n", again.stdout), again.stdout
+    assert again.stderr == ""
+    assert terminations(cloud) == []
+    with History.open(namespace=namespace_for("fake")) as history:
+        assert len(history.events(kinds=[EventKind.TERMINATE])) == 1  # not a second one
+    by_name = run_cli("stop -y exp")
+    assert by_name.exit_code == 0 and "is already terminated" in by_name.stdout
+    assert run_cli("stop -y nope").exit_code == 1  # unknown is still unknown
+
+
+@pytest.mark.parametrize("state, line", [
+    (InstanceState.TERMINATING, r"is already terminating: nothing to stop"),
+    (InstanceState.PREEMPTED, r"is already preempted \(ended \d+s ago: preempted"),
+])
+def test_stopping_an_instance_that_no_longer_bills_says_so(
+        run_cli: Any, cloud: FakeProvider, plugins: Any, state: InstanceState, line: str) -> None:
+    ending, running = launch(plugins, "ending"), launch(plugins, "running")
+    cloud.set_state(ending, state)
+    result = run_cli(f"stop -y {ending} running")
+    assert result.exit_code == 0, result.stderr
+    assert re.search(f"instance {ending} {line}", result.stdout), result.stdout
+    assert terminations(cloud) == [(running,)]  # only the one that bills
+    assert f"{running} terminated" in result.stdout and f"{ending} terminated" not in result.stdout
+
+
+def test_an_id_matches_in_any_case(run_cli: Any, cloud: FakeProvider, plugins: Any) -> None:
+    instance_id = launch(plugins, "exp")
+    result = run_cli(f"stop -y {instance_id.upper()}")
+    assert result.exit_code == 0, result.stderr
+    assert terminations(cloud) == [(instance_id,)]
+
+
+def test_without_a_terminal_the_refusal_names_what_it_would_do(
+        run_cli: Any, cloud: FakeProvider, plugins: Any) -> None:
+    a = launch(plugins, "alpha")
+    one = run_cli("stop")
+    assert one.exit_code == 2
+    assert one.stderr.splitlines() == [f"error: Terminate {a}: needs a confirmation",
+                                       "  pass -y to confirm without a prompt"]
+    launch(plugins, "beta")
+    two = run_cli("stop --all")
+    assert two.stderr.splitlines()[0] == "error: Terminate 2 instances: needs a confirmation"
     assert terminations(cloud) == []

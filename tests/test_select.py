@@ -116,3 +116,50 @@ def test_short_ids_are_unique_prefixes_that_select_back() -> None:
     fleet = [i for i in FLEET if i.name != "0920"]
     for instance in fleet:
         assert select_instance(fleet, short_ids([i.id for i in fleet])[instance.id]) == instance
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("0920582C", "0920582c7ff041399e34823a0e15549b"),  # a prefix, in another case
+    ("0920582C7FF041399E34823A0E15549B", "0920582c7ff041399e34823a0e15549b"),  # the full id
+    ("6B6B", "6b6b0000000000000000000000000000"),
+])
+def test_ids_match_in_any_case(ref: str, expected: str) -> None:
+    assert select_instance(FLEET, ref).id == expected
+
+
+def test_names_match_only_in_their_own_case() -> None:
+    with pytest.raises(SoongError, match="no instance matches 'Train'"):
+        select_instance(FLEET, "Train")
+    fleet = [inst("aaaa0000", "Exp"), inst("bbbb0000", "exp")]
+    assert select_instance(fleet, "exp").id == "bbbb0000"
+    assert select_instance(fleet, "Exp").id == "aaaa0000"
+
+
+def test_an_exact_match_still_wins_over_a_prefix_in_another_case() -> None:
+    # "ABCD" is one instance's whole id and, folded, a prefix of the other's
+    fleet = [inst("abcd1234"), inst("ABCD")]
+    assert select_instance(fleet, "ABCD").id == "ABCD"
+    # ids that differ only in case: a folded prefix matches both, so it is ambiguous
+    with pytest.raises(SoongError, match="'abc' matches 2 instances"):
+        select_instance([inst("abcX"), inst("ABCy")], "abc")
+    # an exact name beats an id prefix whatever its case
+    named = [inst("beef0000"), inst("1234", "BEEF")]
+    assert select_instance(named, "BEEF").id == "1234"
+
+
+def test_ended_instances_are_candidates_only_when_nothing_listed_matches() -> None:
+    asked: list[int] = []
+    gone = [inst("5a5a9999", "old", TERMINATED), inst("0920582c0000", "older", TERMINATED)]
+
+    def ended() -> list[Instance]:
+        asked.append(1)
+        return gone
+
+    assert select_instance(FLEET, "5A5A99", ended=ended).id == "5a5a9999"
+    assert select_instance(FLEET, "old", ended=ended).id == "5a5a9999"
+    assert len(asked) == 2
+    # a listed match is never made ambiguous by what history remembers, nor looked up
+    assert select_instance(FLEET, "0920582", ended=ended).id == FLEET[0].id
+    assert len(asked) == 2
+    with pytest.raises(SoongError, match="no instance matches 'nope'; candidates: 0920"):
+        select_instance(FLEET, "nope", ended=ended)

@@ -42,6 +42,7 @@ class StartCommand(SoongCommand):
         if self.option("wait") and self.option("no-wait"):
             raise UsageError("--wait and --no-wait contradict each other", hints=["give one"])
         soong = self.soong
+        name = _checked_name(self.option("name"), soong.provider)
         regions = list(dict.fromkeys(self.option("region") or []))
         gpu = self.option("gpu") or soong.config["defaults"]["gpu"]
         if self.option("wait-for-capacity") and gpu:
@@ -50,13 +51,13 @@ class StartCommand(SoongCommand):
                 found = soong.wait_for_capacity(
                     gpu, regions, timeout=timeout,
                     on_poll=lambda n: phases.update(f"waiting for capacity for {gpu} "
-                                                    f"(checked {n} times)"))
+                                                    f"(checked {_times(n)})"))
             regions = [r for r in regions if r in found] or found
         elif self.option("timeout") is not None:
             raise UsageError("--timeout applies only with --wait-for-capacity")
         filesystem = self.option("filesystem") or getattr(soong.provider, "default_filesystem", None)
         plan = soong.plan_launch(gpu, regions=regions or None, hours=_hours(self.option("hours")),
-                                 name=self.option("name"), model=self.option("model"),
+                                 name=name, model=self.option("model"),
                                  filesystem_names=(filesystem,) if filesystem else ())
         missing_filesystem = self._missing_filesystem(filesystem, plan.request.regions[0]
                                                       if plan.request.regions else None)
@@ -75,8 +76,20 @@ class StartCommand(SoongCommand):
                     ready = soong.wait_until_ready(instance.id, on_state=phases.follow)
                 except KeyboardInterrupt:
                     raise _interrupted(instance.id, plan) from None
-        self._report(ready, waited=not self.option("no-wait"))
+        if self.io.output.is_quiet():
+            self._print_id(ready.id)
+        else:
+            self._report(ready, waited=not self.option("no-wait"))
         return 0
+
+    def _print_id(self, instance_id: str) -> None:
+        """Under ``-q``, the one thing a script needs: the instance id, alone on stdout
+        (``id=$(soong -q start -y)``)."""
+        from cleo.io.outputs.output import Type, Verbosity
+
+        from soong_core.text import printable
+
+        self.io.write_line(printable(instance_id), verbosity=Verbosity.QUIET, type=Type.RAW)
 
     def _missing_filesystem(self, name: str | None, region: str | None) -> str | None:
         """The region to create ``name`` in, when it does not exist yet; else None."""
@@ -97,19 +110,28 @@ class StartCommand(SoongCommand):
 
     def _report(self, instance: Any, *, waited: bool) -> None:
         from soong_core.cli.console import make_console
+        from soong_core.text import rich_literal
 
         console = make_console(self.io)
-        where = f" in {instance.region}" if instance.region else ""
+        # the provider's text, shown literally (control characters escaped, no markup)
+        id_, ip = rich_literal(instance.id), rich_literal(instance.ip)
+        where = f" in {rich_literal(instance.region)}" if instance.region else ""
         if waited:
-            console.print(f"[green]{instance.id} is active[/] at {instance.ip}{where}.")
+            console.print(f"[green]{id_} is active[/] at {ip}{where}.")
             ssh = self.soong.config.get("ssh") or {}
-            key = f"-i {ssh['key_path']} " if ssh.get("key_path") else ""
-            console.print(f"  connect:  ssh {key}{ssh.get('user') or 'ubuntu'}@{instance.ip}")
+            key = f"-i {rich_literal(ssh['key_path'])} " if ssh.get("key_path") else ""
+            user = rich_literal(ssh.get("user") or "ubuntu")
+            console.print(f"  connect:  ssh {key}{user}@{ip}")
         else:
-            console.print(f"{instance.id} is {instance.state.value}{where}; it is billing from now.")
-            console.print(f"  watch it: soong status --instance-id {instance.id}")
-        console.print("  see it:   soong status")
-        console.print(f"  stop it:  soong stop {instance.id}")
+            console.print(f"{id_} is {instance.state.value}{where}; it is billing from now.")
+            console.print(f"  watch it: {rich_literal(self.command_line('status --instance-id'))} "
+                          f"{id_}")
+        console.print(f"  see it:   {rich_literal(self.command_line('status'))}")
+        console.print(f"  stop it:  {rich_literal(self.command_line('stop'))} {id_}")
+
+
+def _times(count: int) -> str:
+    return "1 time" if count == 1 else f"{count} times"
 
 
 def _hours(text: str | None) -> float | None:
@@ -144,7 +166,7 @@ def _interrupted(instance_id: str, plan: Any) -> Exception:
     return SoongError(
         f"interrupted: {instance_id} is already launched and billing "
         f"({format_rate(plan.instance_type.price_cents_per_hour)})",
-        hints=[f"stop it: soong stop {instance_id}", "or follow it: soong status"],
+        hints=[f"stop it: `soong stop {instance_id}`", "or follow it: `soong status`"],
         exit_code=130)
 
 
@@ -154,22 +176,44 @@ NOT_ENFORCED = "nothing: stop it yourself"
 enforces what is declared"): the user, not soong, must stop it then."""
 
 
+def _checked_name(name: str | None, provider: Any) -> str | None:
+    """``--name``, refused (exit 2) before the panel when it holds a control character
+    (it would reach terminals in the panel and the status table) or is longer than the
+    provider takes (which would refuse it only at launch)."""
+    from soong_core.errors import UsageError
+    from soong_core.text import control_character, printable
+
+    if name is None:
+        return None
+    bad = control_character(name)
+    if bad is not None:
+        raise UsageError(f"--name '{printable(name)}' holds the control character "
+                         f"{printable(bad)}",
+                         hints=["give a name of printable characters: letters, digits, "
+                                "spaces, punctuation"])
+    limit = getattr(provider, "name_max_length", None)
+    if limit is not None and len(name) > limit:
+        raise UsageError(f"--name is {len(name)} characters: provider {provider.name!r} "
+                         f"takes at most {limit}", hints=["give a shorter name"])
+    return name
+
+
 def _enforcer(plugins: Any) -> str:
-    from rich.markup import escape
+    from soong_core.text import rich_literal
 
     if not plugins:
         return f"[red]{NOT_ENFORCED}[/]"
-    return f"[green]{escape(', '.join(plugins))}[/]"
+    return f"[green]{rich_literal(', '.join(plugins))}[/]"
 
 
 def _panel(plan: Any, soong: Any, filesystem: str | None, create_in: str | None) -> Any:
     from rich.console import Group
-    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
     from soong_core.budget import budget_settings, describe_budget
     from soong_core.costs import format_money, format_rate
+    from soong_core.text import rich_literal
 
     request, itype = plan.request, plan.instance_type
 
@@ -181,18 +225,18 @@ def _panel(plan: Any, soong: Any, filesystem: str | None, create_in: str | None)
         return table
 
     facts = grid(72)
-    facts.add_row("GPU", escape(f"{itype.name}  {itype.description or itype.gpu_description}"
-                                .rstrip()))
+    description = itype.description or itype.gpu_description
+    facts.add_row("GPU", rich_literal(f"{itype.name}  {description}".rstrip()))
     facts.add_row("rate", format_rate(itype.price_cents_per_hour))
-    facts.add_row("regions", escape(", ".join(request.regions)) + (
+    facts.add_row("regions", rich_literal(", ".join(request.regions)) + (
         "  (tried in order)" if len(request.regions) > 1 else ""))
     facts.add_row("budget", describe_budget(plan.admission,
                                             budget_settings(soong.config).max_dollars))
     if request.model:
-        facts.add_row("model", escape(request.model))
+        facts.add_row("model", rich_literal(request.model))
     if filesystem:
-        note = f"  (will be created in {create_in})" if create_in else ""
-        facts.add_row("filesystem", escape(filesystem) + note)
+        note = f"  (will be created in {rich_literal(create_in)})" if create_in else ""
+        facts.add_row("filesystem", rich_literal(filesystem) + note)
 
     limits = grid(None, None)
     limits.add_row("[dim]limit[/]", "", "[dim]enforced by[/]")
@@ -207,11 +251,11 @@ def _panel(plan: Any, soong: Any, filesystem: str | None, create_in: str | None)
 
     if filesystem:
         disk = (f"Stopping deletes the instance and its local disk; only files on "
-                f"filesystem {escape(filesystem)} survive.")
+                f"filesystem {rich_literal(filesystem)} survive.")
     else:
         disk = ("Stopping deletes the instance and its local disk: nothing on it survives "
                 "(attach a filesystem with --filesystem to keep files).")
     notes = grid(72)
     notes.add_row("[yellow]note[/]", f"[yellow]{disk}[/]")
-    return Panel(Group(facts, "", limits, "", notes), title=f"launch {request.name or itype.name}",
-                 expand=False)
+    return Panel(Group(facts, "", limits, "", notes),
+                 title=f"launch {rich_literal(request.name or itype.name)}", expand=False)

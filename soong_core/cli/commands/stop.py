@@ -33,6 +33,7 @@ class StopCommand(SoongCommand):
         from soong_core.cli.console import Phases, make_console
         from soong_core.errors import UsageError
         from soong_core.select import select_instance
+        from soong_core.text import printable, rich_literal
 
         refs = list(self.argument("instance") or [])
         if refs and self.option("all"):
@@ -47,13 +48,20 @@ class StopCommand(SoongCommand):
                 self._mention_unmanaged(unmanaged)
                 return 0
         else:
-            chosen = [select_instance(instances, ref) for ref in refs] if refs else \
-                [select_instance(instances, None)]
+            # a stale id the provider forgot is matched against history, to say it ended
+            chosen = [select_instance(instances, ref, ended=soong.ended_instances)
+                      for ref in refs] if refs else [select_instance(instances, None)]
             unmanaged = []
         chosen = list({i.id: i for i in chosen}.values())
+        for instance in chosen:
+            if not instance.state.billing:
+                self.line(_already_ended(instance, soong))
+        chosen = [i for i in chosen if i.state.billing]
+        if not chosen:
+            return 0  # what was asked holds already: none of them bills
         console = make_console(self.io)
         console.print(_summary(chosen, soong))
-        count = f"{len(chosen)} instances" if len(chosen) > 1 else chosen[0].id
+        count = f"{len(chosen)} instances" if len(chosen) > 1 else printable(chosen[0].id)
         self.confirm_or_exit(f"Terminate {count}? Their local disks are deleted.",
                              yes=self.option("yes"))
         with Phases(self.io, f"terminating {count}") as phases:
@@ -63,14 +71,32 @@ class StopCommand(SoongCommand):
                     f"waiting for {len(left)} to terminate"))
         done = "terminated" if not self.option("no-wait") else "terminating"
         for instance in chosen:
-            console.print(f"{instance.id} {done}")
+            console.print(f"{rich_literal(instance.id)} {done}")
         self._mention_unmanaged(unmanaged)
         return 0
 
     def _mention_unmanaged(self, unmanaged: list[Any]) -> None:
         if unmanaged:
-            ids = ", ".join(i.id for i in unmanaged)
+            from soong_core.text import cleo_literal
+
+            ids = cleo_literal(", ".join(i.id for i in unmanaged))
             self.line(f"left running (not launched by soong; stop them by id): {ids}")
+
+
+def _already_ended(instance: Any, soong: Any) -> str:
+    """``instance X is already terminated (ended 5m ago: manual): nothing to stop``, with
+    when and why as history has them (a cleo-safe line)."""
+    from soong_core.models import InstanceState
+    from soong_core.policy import format_duration
+    from soong_core.text import cleo_literal
+
+    line = f"instance {instance.id} is already {instance.state.value}"
+    end = soong.termination(instance.id)
+    if end is not None:
+        when = "stopped" if instance.state is InstanceState.TERMINATING else "ended"
+        why = f": {end.reason}{' (inferred)' if end.inferred else ''}" if end.reason else ""
+        line += f" ({when} {format_duration(max(0.0, soong.clock.now() - end.at))} ago{why})"
+    return cleo_literal(f"{line}: nothing to stop")
 
 
 def _summary(instances: list[Any], soong: Any) -> Any:
@@ -79,6 +105,7 @@ def _summary(instances: list[Any], soong: Any) -> Any:
 
     from soong_core.costs import accrued, format_money, format_rate
     from soong_core.policy import format_duration
+    from soong_core.text import rich_literal
 
     now = soong.clock.now()
     table = Table(title="to terminate", title_justify="left", box=None, pad_edge=False)
@@ -89,7 +116,8 @@ def _summary(instances: list[Any], soong: Any) -> Any:
         cost = accrued(i.price_cents_per_hour, i.launched_at, now)
         total += cost or 0
         uptime = format_duration(now - i.launched_at) if i.launched_at else "?"
-        table.add_row(i.id, i.name or "-", i.state.value, i.type_name or "?", uptime,
+        table.add_row(rich_literal(i.id), rich_literal(i.name or "-"), i.state.value,
+                      rich_literal(i.type_name or "?"), uptime,
                       format_rate(i.price_cents_per_hour), format_money(cost))
     if len(instances) > 1:
         table.add_row("", "", "", "", "", "total", format_money(total))
