@@ -1202,14 +1202,7 @@ def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], 
     document = copy.deepcopy(content)
     renamed = _rename_keys(document, schema)
     file_source = Source("file", str(file))
-    for key, value in values.items():
-        section, _, name = key.partition(".")
-        if document.get(section) is None:
-            document[section] = {}
-        if not isinstance(document[section], dict):
-            raise ConfigError(f"{section}: {show_value(document[section])} is not a mapping "
-                              f"(in {file})")
-        document[section][name] = value
+    _set_keys(document, values, file)
     raw = copy.deepcopy(document)
     _set_aside_unknown_sections(raw, schema, partial_plugins or _partial(plugins), file)
     sources = _file_sources(raw, file_source)
@@ -1220,6 +1213,18 @@ def save_values(path: str | os.PathLike[str] | None, values: Mapping[str, Any], 
     _warn_renamed_in_file(renamed, file)
     return Config(normalised, path=file, schema=schema, exists=True,
                   sources=_file_sources(document, file_source))
+
+
+def _set_keys(document: dict[str, Any], values: Mapping[str, Any], file: Path) -> None:
+    """Put ``{"section.key": value}`` into a file's content (changed in place)."""
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if document.get(section) is None:
+            document[section] = {}
+        if not isinstance(document[section], dict):
+            raise ConfigError(f"{section}: {show_value(document[section])} is not a mapping "
+                              f"(in {file})")
+        document[section][name] = value
 
 
 def set_value(path: str | os.PathLike[str] | None, key: str, text: str, *,
@@ -1249,7 +1254,7 @@ PROFILE_SECTIONS: tuple[str, ...] = ("clock",)
 """Core sections a profile keeps whatever they hold: the clock of its cloud."""
 
 
-def profile_keys_of(provider: Provider) -> set[str]:
+def profile_keys_of(provider: Provider | type[Provider]) -> set[str]:
     """The keys that make a profile point at ``provider``'s cloud and account: its
     ``profile_keys`` and its ``credential_key``. A write to a profile keeps them."""
     keys = set(provider.profile_keys)
@@ -1300,14 +1305,7 @@ def save_profile_values(name: str, values: Mapping[str, Any], *,
         protected.update(f"{section}.{key}" for section in PROFILE_SECTIONS
                          for key in schema.section(section))
         removed = _drop_copies(document, base, schema, protected)
-    for key, value in values.items():
-        section, _, key_name = key.partition(".")
-        if document.get(section) is None:
-            document[section] = {}
-        if not isinstance(document[section], dict):
-            raise ConfigError(f"profile {name!r}: section {section} must be a mapping "
-                              f"(in {file})")
-        document[section][key_name] = value
+    _set_keys(document, values, file)
     checked = copy.deepcopy(document)
     _set_aside_unknown_sections(checked, schema, partial, file)
     profile_values, problems = _profile_document_values(name, checked, schema, file)
@@ -1316,7 +1314,8 @@ def save_profile_values(name: str, values: Mapping[str, Any], *,
     sources.update(dict.fromkeys(values, GIVEN))
     normalised, invalid = validate(layered, schema, sources)
     raise_problems(problems + invalid)
-    write_config_file(file, document)
+    if values or removed or renamed:  # nothing to change: the file is not touched
+        write_config_file(file, document)
     _warn_renamed_in_file(renamed, file)
     if removed:
         log.warning("removed %s from %s: the main file (%s) or the defaults give the same, "

@@ -316,3 +316,35 @@ def test_sim_up_reset_never_moves_the_cloud_back_in_time(soong_env: SoongEnv) ->
         assert clock_from_config(profile()["clock"]).now() >= reached  # what the CLI uses
     finally:
         soong(soong_env, "sim", "down")
+
+
+def test_sim_up_drops_what_an_old_configure_copied_into_the_profile(soong_env: SoongEnv
+                                                                    ) -> None:
+    """A profile an older ``configure -n`` filled with every setting shadowed the main
+    file; the next ``sim up`` (a write to the profile) removes the copies, says so in
+    one line, and keeps what differs and the simulator's own keys."""
+    from soong_core.config import write_config_file
+
+    write_config_file(soong_env.config_file, {"budget": {"max_dollars": 20}})
+    write_config_file(profile_path("sim"), {
+        "defaults": {"provider": "lambda", "lease_hours": 4, "gpu": "gpu_1x_a10",
+                     "fallback_regions": []},
+        "budget": {"max_dollars": 20, "period": "month"}})
+    first = soong(soong_env, "sim", "up", "--json", "--no-rate-limit")
+    assert first.exit_code == 0, first.stderr
+    started = json.loads(first.stdout)
+    try:
+        [warning] = [line for line in first.stderr.splitlines() if "removed" in line]
+        assert "defaults.provider" in warning and "budget.max_dollars" in warning
+        assert str(profile_path("sim")) in warning
+        document = profile()
+        assert document["defaults"] == {"gpu": "gpu_1x_a10"}  # differs from the main file
+        assert "budget" not in document
+        assert document["lambda"]["account_id"] and document["lambda"]["api_url"] == \
+            started["api_url"]
+        shown = soong(soong_env, "--sim", "config", "show", "--json")
+        assert json.loads(shown.stdout)["budget"]["max_dollars"] == 20
+        again = soong(soong_env, "sim", "up", "--no-rate-limit")
+        assert "removed" not in again.stderr  # nothing left to drop: no second warning
+    finally:
+        soong(soong_env, "sim", "down")

@@ -84,8 +84,25 @@ class SimUpCommand(SoongCommand):
             key = store.api_key()
         except (daemon.DaemonError, SimulatorError, StoreError) as exc:
             raise daemon_error(exc) from None
+        self._drop_copies(profile_name(self))
         self._report(ready, key, str(profile), ready.get("warnings") or [], foreground=False)
         return 0
+
+    def _drop_copies(self, name: str) -> None:
+        """A profile written by an older ``configure`` may hold copies of main-file keys
+        that outrank later changes there: drop them (one warning names them). The
+        simulator wrote its own keys; a main config that cannot be read leaves the
+        profile as it is (the next command reports the problem)."""
+        from soong_core.config import profile_keys_of, save_profile_values
+        from soong_core.errors import ConfigError
+        from soong_plugins.lambda_labs.provider import LambdaProvider
+
+        try:
+            save_profile_values(name, {}, config=self.app.config_path,
+                                keep=profile_keys_of(LambdaProvider), plugins=self.plugins,
+                                partial_plugins=self.app.no_plugins)
+        except ConfigError as exc:
+            log.warning("the profile %s was left as it is: %s", name, exc.message)
 
     def _start_options(self) -> StartOptions:
         from soong_plugins.lambda_labs.simulator import options as opts
