@@ -27,13 +27,15 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping, Tuple, Union
 
-from soong_core.costs import cost_between, estimate, format_money
+from soong_core.costs import cost_between, estimate, format_money, to_decimal
 from soong_core.errors import ConfigError, PluginError, SoongError
 from soong_core.models import Admission, Timestamp
+from soong_core.periods import BUDGET_PERIODS, DEFAULT_BUDGET_PERIOD
 from soong_core.policy import named_policies
 
-PERIODS: tuple[str, ...] = ("day", "week", "month", "none")
-DEFAULT_PERIOD = "month"
+PERIODS: tuple[str, ...] = BUDGET_PERIODS
+"""The periods ``budget.period`` allows: the same tuple the config schema allows."""
+DEFAULT_PERIOD: str = DEFAULT_BUDGET_PERIOD
 
 _PHRASES = {"day": "today", "week": "this week", "month": "this month", "none": "in total"}
 
@@ -134,15 +136,30 @@ class BudgetSettings:
 
 
 def budget_settings(config: Mapping[str, Any] | None) -> BudgetSettings:
-    """Read ``config["budget"]``, tolerating a missing section or keys (no cap).
+    """The ``budget`` section of ``config`` as settings.
 
-    Raises :class:`~soong_core.errors.ConfigError` for a cap that is not a non-negative
-    number or an unknown period: a typo must not silently disable the budget.
+    A :class:`~soong_core.config.Config` has been validated, so its values are read as
+    they are. Any other mapping (an embedding program's, the agent's, a test's) is
+    checked here, with a missing section or keys meaning no cap: a cap that is not a
+    number of 0 or more, an unknown period or an unknown key is a
+    :class:`~soong_core.errors.ConfigError`, since a typo must not silently disable the
+    budget. (The config package is not imported for this: the agent's bundle reads
+    budgets without yaml or cerberus.)
     """
+    if _is_validated(config):
+        assert config is not None
+        cap = config["budget"]["max_dollars"]
+        return BudgetSettings(None if cap is None else to_decimal(cap), config["budget"]["period"])
     section = (config or {}).get("budget") or {}
     if not isinstance(section, Mapping):
-        raise ConfigError(f"config section 'budget' must be a mapping, not {type(section).__name__}")
-    period = section.get("period") or DEFAULT_PERIOD
+        raise ConfigError(f"config section 'budget' must be a mapping, not "
+                          f"{type(section).__name__}")
+    unknown = sorted(set(section) - {"max_dollars", "period"})
+    if unknown:
+        raise ConfigError(f"unknown key budget.{unknown[0]}: the budget section has "
+                          "max_dollars and period")
+    period = section.get("period")
+    period = DEFAULT_PERIOD if period is None else period
     if period not in PERIODS:
         raise ConfigError(f"budget.period is {period!r}: one of {', '.join(PERIODS)}",
                           hints=["set it with `soong config set budget.period month`"])
@@ -159,6 +176,15 @@ def budget_settings(config: Mapping[str, Any] | None) -> BudgetSettings:
     if not cap.is_finite() or cap < 0:
         raise ConfigError(f"budget.max_dollars is {raw!r}: it must be 0 or more")
     return BudgetSettings(cap, period)
+
+
+def _is_validated(config: object) -> bool:
+    """Whether ``config`` is a loaded :class:`~soong_core.config.Config` (which can only
+    exist once the config package is imported: importing it here would not be pure)."""
+    import sys
+
+    result = sys.modules.get("soong_core.config.result")
+    return result is not None and isinstance(config, result.Config)
 
 
 def commitments(ended_costs: EndedCosts, running: Iterable[RunningLike], *, now: Timestamp,

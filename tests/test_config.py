@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import types
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -497,6 +498,117 @@ def test_any_integer_lease_round_trips_through_text(hours: int) -> None:
     config = make_config({"defaults.lease_hours": str(hours),
                           "defaults.hard_timeout_hours": str(hours)})
     assert config.get("defaults.lease_hours") == hours
+
+
+@given(st.one_of(st.text(max_size=12),
+                 st.sampled_from(["4", "4.0", " 2.5 ", "1e3", "-0", "nan", "inf", "1_000",
+                                  "0x10"])))
+def test_config_values_and_flags_read_numbers_alike(text: str) -> None:
+    """A number key reads text as every numeric flag does (soong_core.numbers): one parser."""
+    from soong_core.numbers import parse_number
+
+    try:
+        flag: Any = parse_number(text, "--x")
+    except ValueError:
+        flag = ValueError
+    try:
+        value: Any = parse_text(text, {"type": "number"})
+    except ValueError:
+        value = ValueError
+    assert (value, type(value)) == (flag, type(flag))
+
+
+# -- the package's parts -----------------------------------------------------------------
+
+
+def test_one_pipeline_layers_records_sources_and_collects_problems() -> None:
+    from soong_core.config import OVERRIDE, Layer, Source, resolve
+
+    schema = build_schema()
+    file = Source("file", "/etc/x.yaml")
+    env = Layer({"defaults.lease_hours": (3, Source("env", "SOONG_DEFAULTS_LEASE_HOURS"))},
+                ["first problem"])
+    flags = Layer({"defaults.lease_hours": (2, OVERRIDE), "budget.period": ("year", OVERRIDE)},
+                  ["second problem"])
+    resolved = resolve(schema, {"budget": {"max_dollars": 9}}, file, [env, flags])
+    assert resolved.document["defaults"]["lease_hours"] == 2
+    assert resolved.document["budget"]["max_dollars"] == 9
+    assert resolved.sources["budget.max_dollars"] == file
+    assert resolved.sources["defaults.lease_hours"] == OVERRIDE
+    assert resolved.problems == [
+        "first problem", "second problem",
+        'budget.period: "year" is not one of day, week, month, none (from the command line)']
+    with pytest.raises(ConfigError) as raised:
+        resolved.config(path=Path("/etc/x.yaml"))
+    assert problems(raised.value) == resolved.problems
+
+
+def test_problems_come_from_a_cerberus_error_handler() -> None:
+    from cerberus.errors import BasicErrorHandler
+
+    from soong_core.config.messages import problem_handler
+
+    schema = build_schema()
+    handler = problem_handler(schema, lambda keys: f" (keys {', '.join(keys)})")
+    assert isinstance(handler, BasicErrorHandler)
+    validator = schema.validator(error_handler=handler)
+    assert not validator.validate({"defaults": {"lease_hours": 0, "gpu": 5}, "bugdet": {}})
+    assert validator.errors == [
+        "unknown section bugdet (did you mean budget?) (keys bugdet)",
+        "defaults.gpu: 5 is not a string (keys defaults.gpu)",
+        "defaults.lease_hours: 0 is below the minimum 1 (keys defaults.lease_hours)",
+    ]
+
+
+def test_the_config_package_reads_no_private_cerberus_state() -> None:
+    package = Path(__file__).resolve().parent.parent / "soong_core" / "config"
+    modules = sorted(package.glob("*.py"))
+    assert len(modules) > 1, "soong_core/config is a package of modules"
+    for module in modules:
+        assert "._errors" not in module.read_text(), f"{module.name} reads validator._errors"
+
+
+def test_budget_periods_are_the_schemas() -> None:
+    from soong_core import budget
+    from soong_core.config import BUDGET_PERIODS
+
+    assert budget.PERIODS is BUDGET_PERIODS
+    assert CORE_SCHEMA["budget"]["period"]["allowed"] == list(BUDGET_PERIODS)
+    assert budget.DEFAULT_PERIOD == CORE_SCHEMA["budget"]["period"]["default"]
+
+
+@pytest.mark.parametrize("section, key", [({"period": "fortnight"}, "budget.period"),
+                                          ({"max_dollars": "lots"}, "budget.max_dollars"),
+                                          ({"max_dollars": -1}, "budget.max_dollars"),
+                                          ({"max_dollars": float("nan")}, "budget.max_dollars"),
+                                          ({"cap": 3}, "budget.cap")])
+def test_budget_settings_refuse_a_plain_mapping_the_schema_refuses(section: dict[str, Any],
+                                                                   key: str) -> None:
+    """An embedding program's (or the agent's) plain mapping is checked by the budget
+    module itself, without the config machinery, and refused where the schema is."""
+    from soong_core.budget import budget_settings
+
+    with pytest.raises(ConfigError) as schema_says:
+        make_config({f"budget.{k}": value for k, value in section.items()})
+    with pytest.raises(ConfigError) as budget_says:
+        budget_settings({"budget": section})
+    assert key in str(schema_says.value) and key in budget_says.value.message
+
+
+def test_budget_settings_read_a_validated_config_as_it_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from soong_core import budget
+    from soong_core.budget import BudgetSettings, budget_settings
+
+    config = make_config({"budget.max_dollars": "12.5", "budget.period": "week"})
+
+    def checked_again(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("checked twice")
+
+    monkeypatch.setattr(budget, "Decimal", checked_again)  # only the plain-mapping check uses it
+    assert budget_settings(config) == BudgetSettings(Decimal("12.5"), "week")
+    with pytest.raises(AssertionError, match="checked twice"):
+        budget_settings({"budget": {"max_dollars": 12.5}})
 
 
 # -- writing -------------------------------------------------------------------------------
