@@ -166,12 +166,16 @@ def check_skew(local_now: float, server_now: float | None, *, limit_s: float = M
 def _format_skew(seconds: float) -> str:
     """``"45s"``, ``"2m05s"``, ``"3h07m"``, ``"2d3h"``: to the second below an hour,
     where the limit lives. Rounded up, so a refused skew never reads as the limit
-    (policy.format_duration truncates and drops the seconds: "1m" for 119 s)."""
+    (display.format_duration, every other duration's, truncates and drops the seconds:
+    "1m" for 119 s)."""
+    from soong_core.models import HOUR
+
+    day = 24 * HOUR
     total = math.ceil(seconds)
     if total < 60:
         return f"{total}s"
-    if total < 3600:
+    if total < HOUR:
         return f"{total // 60}m{total % 60:02d}s"
-    if total < 86_400:
-        return f"{total // 3600}h{total % 3600 // 60:02d}m"
-    return f"{total // 86_400}d{total % 86_400 // 3600}h"
+    if total < day:
+        return f"{total // HOUR}h{total % HOUR // 60:02d}m"
+    return f"{total // day}d{total % day // HOUR}h"

@@ -14,13 +14,12 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Union
 
-from soong_core.models import Timestamp
+from soong_core.models import HOUR, Timestamp
 
 if TYPE_CHECKING:
     from soong_core.models import Instance
 
 CENT = Decimal("0.01")
-SECONDS_PER_HOUR = 3_600
 UNKNOWN = "?"
 """Shown where an amount is not known (an instance without soong tags or price)."""
 
@@ -67,7 +66,7 @@ def cost_between(price_cents_per_hour: int, start: Timestamp, end: Timestamp) ->
     seconds = to_decimal(end) - to_decimal(start)
     if seconds <= 0:
         return Decimal(0)
-    return Decimal(price_cents_per_hour) * seconds / (100 * SECONDS_PER_HOUR)
+    return Decimal(price_cents_per_hour) * seconds / (100 * HOUR)
 
 
 def accrued(price_cents_per_hour: int | None, launched_at: Timestamp | None,

@@ -41,17 +41,34 @@ def soong_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
 
 
 def private_dir(directory: Path) -> None:
-    """Create ``directory`` (and its parents) mode 0700 if missing.
+    """Create ``directory`` and each missing parent mode 0700 (what soong writes is
+    private; a parent ``mkdir -p`` creates would be left to the umask).
+
+    Directories that exist keep their mode: the user may have chosen it. Another
+    process creating one at the same moment is no error.
 
     :raises NotADirectoryError: something else sits where it should be.
     :raises OSError: it cannot be created.
     """
     if directory.is_dir():
         return
-    if directory.exists():
-        raise NotADirectoryError(f"{directory} exists and is not a directory")
-    directory.mkdir(parents=True, mode=DIR_MODE)
-    directory.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        if current.exists() or current.is_symlink():
+            raise NotADirectoryError(f"{current} exists and is not a directory")
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if folder.is_dir():
+                continue  # another process made it first
+            raise NotADirectoryError(f"{folder} exists and is not a directory") from None
+        folder.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
 def write_private(path: Path, text: str) -> None:

@@ -18,6 +18,10 @@ from typing import Any, Callable, Mapping
 Timestamp = float
 """Seconds since the epoch, UTC, as a clock returns them."""
 
+HOUR = 3_600
+"""Seconds in an hour: the one constant every lease, deadline and price per hour uses.
+An ``int``, so that it multiplies a :class:`~decimal.Decimal` exactly as well as a float."""
+
 # -- tags -------------------------------------------------------------------------
 # Launch facts live in tags (DESIGN, "Decisions"): tags cannot change after launch,
 # so everything the CLI and the agent must agree on is written here once.
@@ -33,13 +37,19 @@ CORE_TAGS = frozenset({TAG_LAUNCH_ID, TAG_LAUNCHED_AT, TAG_LEASE_DEADLINE, TAG_H
 """The tags soong itself writes at launch; no plugin may set them."""
 
 TAG_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9-:]+$")
+TAG_KEY_MAX = 55
 TAG_VALUE_MAX = 128
+"""soong's tag rule (DESIGN, "Launch facts live in tags"): what every provider soong
+launches on accepts, so a tag a plugin contributes is refused here, naming the plugin,
+rather than by the provider after the launch was sent. A provider's own request checks
+(and the simulator's, written from its API description) may only be stricter."""
 
 
 def validate_tag(key: str, value: str) -> None:
     """Raise ``ValueError`` naming the problem if ``key``/``value`` is not a valid tag."""
-    if not TAG_KEY_PATTERN.match(key):
-        raise ValueError(f"tag key {key!r} must match {TAG_KEY_PATTERN.pattern}")
+    if len(key) > TAG_KEY_MAX or not TAG_KEY_PATTERN.match(key):
+        raise ValueError(f"tag key {key!r} is not allowed: it must match "
+                         f"{TAG_KEY_PATTERN.pattern} and be at most {TAG_KEY_MAX} characters")
     if len(value) > TAG_VALUE_MAX:
         raise ValueError(f"tag {key!r}: value is {len(value)} characters, at most {TAG_VALUE_MAX}")
 
@@ -378,6 +388,22 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """Why and when an instance ended, as history recorded it (its latest termination)."""
+
+    reason: str | None
+    """The termination reason (:class:`Reason` values, or a plugin's own)."""
+    inferred: bool = False
+    """Deduced by reconciliation because soong did not see the instance end."""
+    at: Timestamp | None = None
+    """When it ended; ``None`` only where nothing recorded it (a reporter that knows
+    no more than the provider's "ended" state)."""
+    cost_min: Decimal | None = None
+    """The lower bound of its cost when soong did not see it end (the status's
+    ``cost_so_far`` is then the upper bound); ``None`` when the cost is exact."""
+
+
+@dataclass(frozen=True)
 class InstanceStatus:
     """An instance plus everything soong knows about it, ready for a reporter."""
 
@@ -386,7 +412,8 @@ class InstanceStatus:
     cost_so_far: Decimal | None = None
     estimated_total: Decimal | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
-    """Contributions of ``soong_status_details``, keyed by plugin name."""
+    """Contributions of ``soong_status_details``, keyed by plugin name: plugins'
+    details only (what history adds is :attr:`ended`)."""
     view: InstanceView | None = None
     """What the policies judged (current lease deadline, extensions included)."""
     as_of: Timestamp | None = None
@@ -395,6 +422,10 @@ class InstanceStatus:
     """What enforces each limit (:data:`LIMITS`) on the instance, by plugin name, as
     its launch declared; an empty tuple: nothing does. ``None`` when this history has
     no launch of it (launched elsewhere, or not by soong)."""
+    ended: Ended | None = None
+    """What history recorded of the instance's end, for one the provider lists as ended
+    or one only history still knows (``status --stopped``); ``None`` otherwise. The
+    JSON output shows it as ``details.history`` too (see ``docs/json.md``)."""
 
 
 @dataclass(frozen=True)
@@ -404,6 +435,13 @@ class SshKey:
     public_key: str = ""
     private_key: str | None = None
     """Only set when the provider generated the pair; shown once, never stored by soong."""
+
+
+def same_public_key(a: str, b: str) -> bool:
+    """Whether two OpenSSH public key lines (``ssh-ed25519 AAAA... comment``) hold the
+    same key: type and key data compared, the comment (and spacing) ignored, since a
+    provider may store a key with another comment than the file it came from."""
+    return a.split()[:2] == b.split()[:2]
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,15 @@ bare ``python3``.
 from __future__ import annotations
 
 import logging
-import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Tuple, Union
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Tuple, Union
 
+from soong_core.display import format_duration
+from soong_core.interfaces import CostPolicy
 from soong_core.models import Action, Decision, InstanceView, Timestamp
 
 if TYPE_CHECKING:
-    from soong_core.interfaces import CostPolicy
+    from typing_extensions import Self  # typing's from 3.11; the agent runs on 3.10
 
 log = logging.getLogger("soong.policy")
 
@@ -37,34 +39,6 @@ PolicyLike = Union["CostPolicy", Tuple[str, "CostPolicy"]]
 ErrorHandler = Callable[[str, BaseException], None]
 
 NO_LIMIT_MESSAGE = "no limit applies"
-
-
-# -- durations ---------------------------------------------------------------------
-
-
-def format_duration(seconds: float) -> str:
-    """A short human duration: ``"2d3h"``, ``"1h45m"``, ``"2h"``, ``"3m"``, ``"45s"``.
-
-    Truncates toward zero (a countdown never claims more time than is left) and keeps
-    the two largest units at most, since "stops in 1h45m" is what a user reads; below a
-    minute it shows seconds. Negative durations get a leading ``-``.
-    """
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"cannot format a duration of {seconds!r} seconds")
-    total = int(abs(seconds))
-    sign = "-" if seconds < 0 and total > 0 else ""
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        text = f"{days}d{hours}h" if hours else f"{days}d"
-    elif hours:
-        text = f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    elif minutes:
-        text = f"{minutes}m"
-    else:
-        text = f"{secs}s"
-    return sign + text
 
 
 def describe(action: Action, reasons: Iterable[str], deadline: Timestamp | None,
@@ -105,6 +79,30 @@ def deadline_decision(reason: str, deadline: Timestamp, now: Timestamp,
                         describe(Action.WARN, (reason,), deadline, now))
     return Decision(Action.KEEP, (reason,), deadline, warn_start,
                     describe(Action.KEEP, (reason,), deadline, now))
+
+
+class DeadlinePolicy(CostPolicy):
+    """A policy that stops an instance at one deadline its view carries, for one reason.
+
+    The lease and the hard timeout are this class, parameterised by their ``name``,
+    their ``reason`` and which deadline (:meth:`deadline`); the verdict is
+    :func:`deadline_decision` for both. Subclass it for any other fixed deadline.
+    The limit's length lives in the view (fixed per instance), not in config.
+    """
+
+    reason: ClassVar[str] = ""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """The deadline is in the view (from the launch tags and extensions), not in config."""
+        return cls()
+
+    @abstractmethod
+    def deadline(self, view: InstanceView) -> Timestamp:
+        """Which of the view's deadlines this policy enforces."""
+
+    def evaluate(self, view: InstanceView, now: Timestamp) -> Decision:
+        return deadline_decision(self.reason, self.deadline(view), now, view.warn_before_s)
 
 
 # -- the engine ----------------------------------------------------------------------

@@ -108,7 +108,8 @@ def test_a_bad_key_is_refused_and_nothing_is_written(run_cli: Any, cloud: KeyedF
     ("--gpu gpu_9x_nope", "error: unknown GPU type 'gpu_9x_nope'"),
     ("--region mars-1", "error: unknown region 'mars-1'"),
     ("--hours 12", "error: defaults.lease_hours: 12 is more than defaults.hard_timeout_hours"),
-    ("--budget lots", "error: --budget 'lots' is not a number"),
+    ("--budget lots", "error: --budget must be a number, got 'lots'"),
+    ("--budget inf", "error: --budget must be a number, got 'inf'"),
     ("--budget-period year", "error: budget.period"),
 ])
 def test_bad_flags_are_one_line_and_keep_the_old_file(run_cli: Any, cloud: KeyedFakePlugin,

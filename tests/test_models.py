@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from soong_core.models import (
+    HOUR,
     TAG_HARD_DEADLINE,
     TAG_LAUNCH_ID,
     TAG_LAUNCHED_AT,
@@ -20,6 +21,7 @@ from soong_core.models import (
     LaunchRequest,
     format_timestamp,
     parse_timestamp,
+    same_public_key,
     validate_tag,
 )
 
@@ -33,6 +35,14 @@ def test_valid_tag_keys(key: str) -> None:
 def test_invalid_tag_keys(key: str) -> None:
     with pytest.raises(ValueError, match="must match"):
         validate_tag(key, "v")
+
+
+def test_tag_key_length_limit() -> None:
+    """55 characters, as the providers' APIs allow: a plugin's longer key is refused
+    before launch, not by the provider after it."""
+    validate_tag("k" * 55, "v")
+    with pytest.raises(ValueError, match="at most 55 characters"):
+        validate_tag("k" * 56, "v")
 
 
 def test_tag_value_length_limit() -> None:
@@ -91,3 +101,24 @@ def test_launch_request_contributions_merge() -> None:
     assert request.tags == {TAG_LAUNCH_ID: "a"}  # the original is untouched
     with pytest.raises(ValueError, match="already set"):
         merged.with_contribution(LaunchContribution(tags={"x:y": "2"}), "q")
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGmQ"
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    (KEY, KEY, True),
+    (f"{KEY} alice@laptop", f"{KEY} soong", True),  # comments differ
+    (f"{KEY}  alice", f"  {KEY}\n", True),  # spacing and line ends
+    (KEY, KEY.replace("IGmQ", "IGmR"), False),  # another key
+    (KEY, KEY.replace("ssh-ed25519", "ssh-rsa"), False),  # same data, another type
+    (KEY, "", False),
+])
+def test_same_public_key_ignores_comments_only(a: str, b: str, same: bool) -> None:
+    assert same_public_key(a, b) is same
+    assert same_public_key(b, a) is same
+
+
+def test_hour_is_an_exact_integer() -> None:
+    assert HOUR == 60 * 60 and isinstance(HOUR, int)
+    assert Decimal(129) * Decimal("1.5") * HOUR / (100 * HOUR) == Decimal("1.935")

@@ -16,16 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from soong_core.clock import ManualClock
+from soong_core.display import format_duration
 from soong_core.interfaces import CostPolicy
 from soong_core.models import Action, Decision, InstanceView, Reason
 from soong_core.plugins import Plugins
 from soong_core.policy import (
     NO_LIMIT_MESSAGE,
+    DeadlinePolicy,
     combine,
     deadline_decision,
     evaluate,
     evaluate_each,
-    format_duration,
     named_policies,
 )
 from soong_plugins.policies import soong_agent_bundle_modules
@@ -124,6 +125,34 @@ class TestDeadlinePolicy:
         clock.set(deadline - 1)
         decision = policy.evaluate(view, clock.now())
         assert (decision.action, decision.next_check) == (Action.KEEP, deadline)
+
+
+def test_lease_and_hard_timeout_are_one_deadline_policy_with_two_parameters() -> None:
+    """One verdict for both (the engine's deadline_decision), parameterised by name,
+    reason and which deadline: neither carries its own copy of the logic."""
+    for policy in (LeasePolicy(), HardTimeoutPolicy()):
+        assert isinstance(policy, DeadlinePolicy)
+        assert type(policy).evaluate is DeadlinePolicy.evaluate
+    assert isinstance(LeasePolicy.from_config({}), LeasePolicy)
+    assert isinstance(HardTimeoutPolicy.from_config({}), HardTimeoutPolicy)
+
+
+def test_a_deadline_policy_is_one_subclass_away(clock: ManualClock,
+                                                active: InstanceView) -> None:
+    class Midway(DeadlinePolicy):
+        name = "midway"
+        reason = "midway"
+
+        def deadline(self, view: InstanceView) -> float:
+            return (view.launched_at + view.lease_deadline) / 2
+
+    halfway = (active.launched_at + active.lease_deadline) / 2
+    clock.set(halfway)
+    decision = Midway().evaluate(active, clock.now())
+    assert (decision.action, decision.reasons, decision.deadline) == (
+        Action.TERMINATE, ("midway",), halfway)
+    with pytest.raises(TypeError):
+        DeadlinePolicy()  # type: ignore[abstract]  # which deadline is not optional
 
 
 def test_extension_moves_the_lease_not_the_hard_deadline(clock: ManualClock,
@@ -392,12 +421,15 @@ def test_plugin_registers_the_four_policies(plugins: Plugins) -> None:
 
 def test_plugin_names_its_bundle_modules(plugins: Plugins) -> None:
     assert "soong_plugins.policies" in plugins.agent_bundle_modules()
+    # the engine's "stops in 1h45m" is worded by the display module: it travels too
+    assert {"soong_core.policy", "soong_core.display"} <= set(soong_agent_bundle_modules())
     assert set(soong_agent_bundle_modules()) <= set(plugins.agent_bundle_modules())
 
 
 PURE_CORE = {"soong_core", "soong_core.models", "soong_core.clock", "soong_core.interfaces",
              "soong_core.errors", "soong_core.hookspecs", "soong_core.policy",
-             "soong_core.costs", "soong_core.budget"}
+             "soong_core.display", "soong_core.costs", "soong_core.budget",
+             "soong_core.periods"}
 FORBIDDEN = {"yaml", "cerberus", "requests", "urllib3", "cleo", "rich", "fabric", "paramiko",
              "hypothesis", "pytest"}
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import re
 
 from soong_core.errors import UsageError
-from soong_core.models import LaunchRequest
+from soong_core.models import LaunchRequest, validate_tag
 
 HOSTNAME = re.compile(r"^[a-z0-9][0-9a-z-]{0,62}$")
-TAG_KEY = re.compile(r"^[a-z][a-z0-9-:]+$")
-TAG_KEY_MAX = 55
-TAG_VALUE_MAX = 128
 NAME_MAX = 64
 USER_DATA_MAX = 1_000_000
 """The spec's "cannot exceed 1MB", read as 10^6 bytes of UTF-8 (the stricter reading)."""
@@ -35,12 +32,10 @@ def check_launch(request: LaunchRequest, tags: dict[str, str]) -> None:
     if request.name is not None and len(request.name) > NAME_MAX:
         raise UsageError(f"name is {len(request.name)} characters: at most {NAME_MAX}")
     for key, value in tags.items():
-        if not TAG_KEY.match(key) or len(key) > TAG_KEY_MAX:
-            raise UsageError(f"tag key {key!r} is not allowed: it must match "
-                             f"{TAG_KEY.pattern} and be at most {TAG_KEY_MAX} characters")
-        if len(value) > TAG_VALUE_MAX:
-            raise UsageError(f"tag {key!r}: value is {len(value)} characters, at most "
-                             f"{TAG_VALUE_MAX}")
+        try:
+            validate_tag(key, value)  # the core's rule is the spec's RequestedTagEntry
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     user_data = request.user_data
     if user_data is not None and len(user_data.encode("utf-8")) > USER_DATA_MAX:
         raise UsageError(f"user_data is {len(user_data.encode('utf-8'))} bytes: Lambda Cloud "

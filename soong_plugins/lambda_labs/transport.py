@@ -8,8 +8,10 @@ redaction.
   spending all of it.
 * **Retries** are this module's own loop (:meth:`Transport.request`): 429, 500, 502, 503
   and 504 answers, connection errors and read errors, with exponential backoff plus
-  jitter, or the server's ``Retry-After`` when it sends one; after the wait each retry
-  takes a token from the limiter like any request. Other 4xx answers come back at once.
+  jitter (urllib3's ``Retry`` backoff, :func:`backoff`, which the launch loop of
+  :mod:`.client` waits too), or the server's ``Retry-After`` when it sends one; after
+  the wait each retry takes a token from the limiter like any request. Other 4xx
+  answers come back at once.
   urllib3's own retries are off (``max_retries=0``), so every attempt, and the timeout
   it is given, is decided here.
 * **Launch is never retried here.** ``POST /instance-operations/launch`` is sent once
@@ -38,7 +40,6 @@ provider factory imports the client, so ``soong --help`` never pays for them.
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util.retry import RequestHistory, Retry
 
 from soong_plugins.lambda_labs import errors
 from soong_plugins.lambda_labs.pacing import (
@@ -114,10 +116,30 @@ class BearerAuth(requests.auth.AuthBase):
         return f"BearerAuth({MASK})"
 
 
+def backoff_config() -> Retry:
+    """The backoff, as urllib3 configures it: ``Retry(backoff_factor, backoff_max,
+    backoff_jitter)`` from :data:`BACKOFF_BASE`, :data:`BACKOFF_MAX` and :data:`JITTER`
+    (read at each call, so a test that sets ``JITTER = 0`` sets it everywhere).
+
+    urllib3 waits ``backoff_factor * 2 ** (n - 1)`` after ``n`` consecutive errors and
+    nothing after the first; soong waits after the first too. :func:`backoff` therefore
+    counts one failure more and the factor is halved: the waits are
+    :data:`BACKOFF_BASE`, twice that, four times..., up to :data:`BACKOFF_MAX`.
+    """
+    return Retry(total=None, backoff_factor=BACKOFF_BASE / 2, backoff_max=BACKOFF_MAX,
+                 backoff_jitter=JITTER)
+
+
+_FAILED = RequestHistory(method=None, url=None, error=None, status=None,
+                         redirect_location=None)
+
+
 def backoff(failures: int) -> float:
-    """The wait after ``failures`` consecutive failures: exponential, plus jitter."""
-    return float(min(BACKOFF_MAX, BACKOFF_BASE * 2.0 ** (max(1, failures) - 1))
-                 + random.uniform(0, JITTER))
+    """The wait after ``failures`` consecutive failures, exponential plus jitter: the one
+    backoff of every retry here and of the launch loop in :mod:`.client`
+    (:func:`backoff_config`'s ``get_backoff_time``)."""
+    history = (_FAILED,) * (max(1, failures) + 1)
+    return backoff_config().new(history=history).get_backoff_time()
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -357,8 +379,8 @@ class Transport:
             status = response.status_code
             if (status in RETRY_STATUSES and not launch and retries < TOTAL_RETRIES
                     and statuses < STATUS_RETRIES):
-                delay = retry_after(response.headers)
-                delay = backoff(retries + 1) if delay is None else delay
+                asked = retry_after(response.headers)
+                delay = backoff(retries + 1) if asked is None else asked
                 if self._wait(delay, before=response):
                     retries += 1
                     statuses += 1

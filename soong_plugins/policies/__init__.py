@@ -53,5 +53,5 @@ def soong_register_policies(register: Callable[[str, Factory], None]) -> None:
 @hookimpl
 def soong_agent_bundle_modules() -> list[str]:
     """This package and the core modules its policies import beyond models/clock."""
-    return ["soong_plugins.policies", "soong_core.policy", "soong_core.costs",
-            "soong_core.budget"]
+    return ["soong_plugins.policies", "soong_core.policy", "soong_core.display",
+            "soong_core.costs", "soong_core.periods", "soong_core.budget"]

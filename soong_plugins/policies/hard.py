@@ -8,21 +8,13 @@ deadline past it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from soong_core.interfaces import CostPolicy
-from soong_core.models import Decision, InstanceView, Reason, Timestamp
-from soong_core.policy import deadline_decision
+from soong_core.models import InstanceView, Reason, Timestamp
+from soong_core.policy import DeadlinePolicy
 
 
-class HardTimeoutPolicy(CostPolicy):
+class HardTimeoutPolicy(DeadlinePolicy):
     name = "hard_timeout"
     reason = Reason.HARD_TIMEOUT.value
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> HardTimeoutPolicy:
-        """The hard deadline is in the view (from the launch tag), not in config."""
-        return cls()
-
-    def evaluate(self, view: InstanceView, now: Timestamp) -> Decision:
-        return deadline_decision(self.reason, view.hard_deadline, now, view.warn_before_s)
+    def deadline(self, view: InstanceView) -> Timestamp:
+        return view.hard_deadline

@@ -6,21 +6,13 @@ from the agent or history); this policy only compares it with the time.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from soong_core.interfaces import CostPolicy
-from soong_core.models import Decision, InstanceView, Reason, Timestamp
-from soong_core.policy import deadline_decision
+from soong_core.models import InstanceView, Reason, Timestamp
+from soong_core.policy import DeadlinePolicy
 
 
-class LeasePolicy(CostPolicy):
+class LeasePolicy(DeadlinePolicy):
     name = "lease"
     reason = Reason.LEASE_EXPIRED.value
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> LeasePolicy:
-        """The lease length lives in the view (fixed per instance), not in config."""
-        return cls()
-
-    def evaluate(self, view: InstanceView, now: Timestamp) -> Decision:
-        return deadline_decision(self.reason, view.lease_deadline, now, view.warn_before_s)
+    def deadline(self, view: InstanceView) -> Timestamp:
+        return view.lease_deadline

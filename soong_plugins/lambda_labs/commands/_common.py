@@ -71,15 +71,3 @@ def daemon_error(exc: Exception) -> SoongError:
     """A DaemonError or SimulatorError as soong's one-line error, with its exit code."""
     return SoongError(getattr(exc, "message", str(exc)), hints=getattr(exc, "hints", ()),
                       exit_code=getattr(exc, "exit_code", None))
-
-
-def duration(seconds: float) -> str:
-    """``3h05m``, ``4m10s``, ``12s``."""
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"

@@ -14,7 +14,6 @@ from cleo.io.outputs.output import Type
 from soong_core.cli.command import SoongCommand
 from soong_plugins.lambda_labs.commands._common import (
     STATE_DIR_OPTION,
-    duration,
     profile_name,
     simulator_store,
 )
@@ -79,6 +78,7 @@ class SimStatusCommand(SoongCommand):
         return {"running": False, "state": found.state, "pid": found.pid, "state_dir": state_dir}
 
     def _show(self, status: dict[str, Any]) -> None:
+        from soong_core.display import format_duration
         from soong_core.models import format_timestamp
 
         escape = Formatter.escape
@@ -87,7 +87,7 @@ class SimStatusCommand(SoongCommand):
         speed = status.get("speed")
         self.line(f"simulator running at <info>{escape(status['api_url'])}</info>")
         self.line(f"pid:        {status['pid']}")
-        self.line(f"uptime:     {duration(status.get('uptime_seconds', 0))}")
+        self.line(f"uptime:     {format_duration(max(0, status.get('uptime_seconds', 0)))}")
         self.line(f"speed:      {'manual clock' if speed is None else f'{speed:g}x'}")
         self.line(f"cloud time: {format_timestamp(status['sim_time'])}")
         self.line(f"boot delay: {status['boot_seconds']:g} s (simulated)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 
+from soong_core.models import HOUR
 from soong_plugins.lambda_labs.simulator.catalogue import TYPES_BY_NAME
 from soong_plugins.lambda_labs.simulator.state import InstanceRecord
 
@@ -25,7 +26,7 @@ def billed_seconds(record: InstanceRecord, now: float) -> float:
 def cost_cents(record: InstanceRecord, now: float) -> Decimal:
     """Exact cost so far, in cents (not rounded)."""
     price = TYPES_BY_NAME[record.type_name].price_cents_per_hour
-    return Decimal(price) * Decimal(repr(billed_seconds(record, now))) / Decimal(3600)
+    return Decimal(price) * Decimal(repr(billed_seconds(record, now))) / HOUR
 
 
 def instance_bill(record: InstanceRecord, now: float) -> dict[str, Any]:

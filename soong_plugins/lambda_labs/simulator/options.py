@@ -4,9 +4,9 @@ anything is started."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from soong_core.numbers import parse_number
 from soong_plugins.lambda_labs.simulator import catalogue
 
 
@@ -42,36 +42,18 @@ class StartOptions:
 
 
 def parse_port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise ValueError(f"--port must be an integer from 0 to 65535, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be an integer from 0 to 65535, got {text!r}")
-    return port
+    return int(parse_number(text, "--port", integer=True, minimum=0, maximum=65535))
 
 
 def parse_seconds(text: str, flag: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{flag} must be a number of seconds >= 0, got {text!r}")
-    return value
+    return float(parse_number(text, flag, unit="seconds", minimum=0))
 
 
 def parse_speed(text: str) -> float:
     from soong_plugins.lambda_labs.simulator.app import SPEED_MAX, SPEED_MIN
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not SPEED_MIN <= value <= SPEED_MAX:
-        raise ValueError(f"--speed must be a number from {SPEED_MIN:g} to {SPEED_MAX:g} "
-                         f"(simulated seconds per wall second), got {text!r}")
-    return value
+    return float(parse_number(text, "--speed", minimum=SPEED_MIN, maximum=SPEED_MAX,
+                              note="simulated seconds per wall second"))
 
 
 def parse_capacity(text: str) -> tuple[str, str, int]:
@@ -81,12 +63,7 @@ def parse_capacity(text: str) -> tuple[str, str, int]:
     if not sep or not colon or not type_name or not region:
         raise ValueError(f"--capacity must look like TYPE:REGION=N (e.g. gpu_1x_a10:us-east-1=0 "
                          f"or '*:*=5'), got {text!r}")
-    try:
-        slots = int(count)
-    except ValueError:
-        slots = -1
-    if slots < 0:
-        raise ValueError(f"--capacity {text!r}: N must be an integer >= 0")
+    slots = int(parse_number(count, f"--capacity {text!r}: N", integer=True, minimum=0))
     if type_name != "*" and type_name not in catalogue.TYPES_BY_NAME:
         raise ValueError(f"--capacity {text!r}: unknown instance type {type_name!r}")
     if region != "*" and region not in catalogue.REGIONS:
