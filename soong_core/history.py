@@ -9,7 +9,13 @@ Only the laptop writes it: the CLI records what it did itself, what the watchdog
 reports and what it infers (DESIGN "The agent never writes the laptop's history").
 Several of those processes may run at once (a ``soong start`` while ``soong status``
 reconciles, or a watchdog loops), so the store uses WAL journaling, a busy timeout and
-one short ``BEGIN IMMEDIATE`` transaction per write.
+one short ``BEGIN IMMEDIATE`` transaction per write (a batch of events is one too:
+:meth:`History.record_many`).
+
+What every command reads costs as much with 100,000 events as with 100: what is still
+open (launch intents, launches not ended) comes from a small ``open_launches`` table
+that each write keeps true, and questions about the instances a provider lists are
+indexed and batched, one query for all of them.
 
 Rows are separated by *namespace*, one per provider account when the provider names
 one, else per endpoint (:func:`namespace_for`), so instances of the local simulator never
@@ -36,10 +42,11 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 from urllib.parse import quote, urlsplit
 
 from soong_core.errors import SoongError
+from soong_core.files import private_dir
 from soong_core.models import Event, EventKind, Timestamp
 
 if TYPE_CHECKING:
@@ -62,9 +69,11 @@ __all__ = [
 
 log = logging.getLogger("soong.history")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Stored in ``PRAGMA user_version``; a file with a larger number is from a newer soong.
-Version 2 added the ``sightings`` table; a version 1 file gains it when first opened."""
+Version 2 added the ``sightings`` table; version 3 the ``launch_id`` column (indexed) and
+the ``open_launches`` table. An older file gains what it lacks when first opened, in
+place, its events kept."""
 
 BUSY_TIMEOUT_S = 10.0
 """How long a write waits for another process's write to finish before failing."""
@@ -91,14 +100,15 @@ _SCHEMA = (
         type_name   TEXT,
         region      TEXT,
         cost        TEXT,
-        detail      TEXT    NOT NULL DEFAULT '{}'
+        detail      TEXT    NOT NULL DEFAULT '{}',
+        launch_id   TEXT
     )
     """,
     # events(since, until): the namespace's timeline.
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (namespace, at)",
-    # instance_events, current_lease_deadline, has_terminated.
+    # instance_events, latest_events, lease_deadlines, has_terminated, open table upkeep.
     "CREATE INDEX IF NOT EXISTS events_by_instance ON events (namespace, instance_id, kind, at)",
-    # ended_cost and events(kinds=...).
+    # ended_cost (bounded to the budget period by `at`) and events(kinds=...).
     "CREATE INDEX IF NOT EXISTS events_by_kind ON events (namespace, kind, at)",
     # When each instance was last seen billing: bounds the cost of an unseen ending.
     """
@@ -109,9 +119,28 @@ _SCHEMA = (
         PRIMARY KEY (namespace, instance_id)
     )
     """,
+    # What is still open, maintained on every write: launch intents no launch or
+    # failure completes, launches no termination ends. What reconciliation and the
+    # budget read on every command, so their cost follows what is open, not history.
+    """
+    CREATE TABLE IF NOT EXISTS open_launches (
+        event_id    INTEGER PRIMARY KEY,
+        namespace   TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        launch_id   TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS open_by_namespace ON open_launches (namespace, kind)",
 )
+_LAUNCH_ID_INDEX = ("CREATE INDEX IF NOT EXISTS events_by_launch_id "
+                    "ON events (namespace, launch_id)")
+"""A launch's completion found by its launch id (created after the column exists)."""
 _COLUMNS = frozenset({"id", "namespace", "kind", "instance_id", "at", "provider", "reason",
                       "inferred", "type_name", "region", "cost", "detail"})
+"""The columns every version has (version 3 adds ``launch_id``, filled on upgrade)."""
+_CHUNK = 500
+"""Instance ids per ``IN (...)`` of a batched read (SQLite limits bound parameters)."""
 _SELECT = ("SELECT id, kind, instance_id, at, provider, reason, inferred, type_name, region, "
            "cost, detail FROM events")
 
@@ -234,7 +263,11 @@ class History:
             raise ValueError("namespace must be non-empty")
         target = Path(path) if path is not None else default_history_path()
         target = target.expanduser().absolute()
-        _make_private_dirs(target.parent)
+        try:
+            private_dir(target.parent)  # history is private: 0700, parents included
+        except OSError as exc:
+            raise SoongError(f"cannot open the history database {target}: "
+                             f"{exc.strerror or exc}") from None
         try:
             connection = _open_prepared(target)
         except _Unusable as problem:
@@ -274,7 +307,21 @@ class History:
         """
         row = self._row(event)
         with self._lock, self._write() as db:
-            db.execute(_INSERT, row)
+            _insert(db, row)
+
+    def record_many(self, events: Iterable[Event]) -> None:
+        """Append ``events``, in order, in one transaction: all of them or none.
+
+        What one command that ends many instances writes (a ``stop`` of a fleet): one
+        commit, not one per instance. Every event is checked as :meth:`record` checks
+        it before anything is written.
+        """
+        rows = [self._row(event) for event in events]
+        if not rows:
+            return
+        with self._lock, self._write() as db:
+            for row in rows:
+                _insert(db, row)
 
     def record_unless(self, event: Event, *, kinds: Iterable[EventKind | str],
                       instance_id: str | None = None, launch_id: str | None = None) -> bool:
@@ -293,15 +340,13 @@ class History:
                 f"SELECT 1 FROM events WHERE namespace = ? AND instance_id = ? "
                 f"AND kind IN ({marks}) LIMIT 1", (self.namespace, target, *values)).fetchone()
             if found is None and launch_id is not None:
-                for (detail,) in db.execute(
-                        f"SELECT detail FROM events WHERE namespace = ? AND kind IN ({marks})",
-                        (self.namespace, *values)):
-                    if _detail(detail).get("launch_id") == launch_id:
-                        found = (1,)
-                        break
+                found = db.execute(
+                    f"SELECT 1 FROM events WHERE namespace = ? AND launch_id = ? "
+                    f"AND kind IN ({marks}) LIMIT 1",
+                    (self.namespace, launch_id, *values)).fetchone()
             if found is not None:
                 return False
-            db.execute(_INSERT, row)
+            _insert(db, row)
         return True
 
     def note_billing(self, instance_ids: Iterable[str], at: Timestamp) -> None:
@@ -351,6 +396,10 @@ class History:
                 (self.namespace, *others))
             seen = db.execute(f"DELETE FROM sightings WHERE namespace IN ({marks})",
                               others).rowcount
+            # Launches of one namespace may be ended or completed by the other's rows.
+            db.execute(f"DELETE FROM open_launches WHERE namespace IN (?, {marks})",
+                       (self.namespace, *others))
+            db.execute(_OPEN_ROWS.format(where="e.namespace = ?"), (self.namespace,))
         if moved or seen:
             log.info("history %s: moved %d events and %d sightings of %s into %s", self.path,
                      moved, seen, ", ".join(others), self.namespace)
@@ -364,16 +413,66 @@ class History:
 
     def open_intents(self) -> list[Event]:
         """Launch intents that no ``launch`` or ``launch_failed`` event completes yet,
-        oldest first: launches whose outcome this history does not know."""
-        done: set[str] = set()
-        for event in self.events(kinds=[EventKind.LAUNCH, EventKind.LAUNCH_FAILED]):
-            launch_id = event.detail.get("launch_id")
-            if isinstance(launch_id, str):
-                done.add(launch_id)
-            if event.kind is EventKind.LAUNCH_FAILED:
-                done.add(event.instance_id)
-        return [e for e in self.events(kinds=[EventKind.LAUNCH_INTENT])
-                if e.instance_id not in done and e.detail.get("launch_id") not in done]
+        oldest first: launches whose outcome this history does not know.
+
+        An intent is completed by a ``launch`` or ``launch_failed`` whose
+        ``detail["launch_id"]`` is its instance id or launch id, or by a
+        ``launch_failed`` of that id. Read from the ``open_launches`` table, kept on
+        every write: the cost follows the intents still open, not all history.
+        """
+        return self._open(EventKind.LAUNCH_INTENT)
+
+    def open_launches(self) -> list[Event]:
+        """``launch`` events of instances no ``terminate`` event ends, oldest first:
+        the instances this history believes may still bill. Read, like
+        :meth:`open_intents`, from the table of what is open."""
+        return self._open(EventKind.LAUNCH)
+
+    def _open(self, kind: EventKind) -> list[Event]:
+        # Sorted here, not by SQL: an ORDER BY tempts the planner to walk a time index
+        # over all history instead of looking the few open rows up by id.
+        rows = self._query(
+            f"{_SELECT} WHERE id IN (SELECT event_id FROM open_launches "
+            "WHERE namespace = ? AND kind = ?) AND +namespace = ?",
+            (self.namespace, kind.value, self.namespace))
+        return self._events(sorted(rows, key=_by_time))
+
+    def latest_events(self, kind: EventKind | str,
+                      instance_ids: Iterable[str]) -> dict[str, Event]:
+        """The latest event of ``kind`` of each of ``instance_ids`` that has one: one
+        indexed read for many instances (what ``status`` asks of every listed one)."""
+        value = EventKind(kind).value
+        latest: dict[str, Event] = {}
+        for chunk in _chunks(instance_ids):
+            rows = self._query(  # by instance, then sorted here (see _open)
+                f"{_SELECT} WHERE namespace = ? AND instance_id IN "
+                f"({','.join('?' * len(chunk))}) AND kind = ?", (self.namespace, *chunk, value))
+            for event in self._events(sorted(rows, key=_by_time)):
+                latest[event.instance_id] = event  # oldest first: the last one wins
+        return latest
+
+    def lease_deadlines(self, instance_ids: Iterable[str]) -> dict[str, Timestamp]:
+        """:meth:`current_lease_deadline` of each of ``instance_ids`` that was ever
+        extended, in one indexed read; instances never extended are left out."""
+        found: dict[str, Timestamp] = {}
+        for chunk in _chunks(instance_ids):
+            rows = self._query(  # by instance, then sorted here (see _open)
+                f"SELECT id, instance_id, detail, at FROM events WHERE namespace = ? "
+                f"AND instance_id IN ({','.join('?' * len(chunk))}) AND kind = ?",
+                (self.namespace, *chunk, EventKind.EXTEND.value))
+            for row_id, instance_id, detail, _ in sorted(
+                    rows, key=lambda r: _time_key(r[3], r[0]), reverse=True):
+                if instance_id in found:
+                    continue  # newest first: its latest usable extension is already in
+                try:
+                    deadline = json.loads(detail).get("lease_deadline")
+                except (ValueError, TypeError, AttributeError) as exc:
+                    self._warn_malformed(row_id, exc)
+                    continue
+                if isinstance(deadline, (int, float)) and not isinstance(deadline, bool) \
+                        and math.isfinite(deadline):
+                    found[instance_id] = float(deadline)
+        return found
 
     def _row(self, event: Event) -> tuple[Any, ...]:
         kind = EventKind(event.kind)
@@ -397,7 +496,7 @@ class History:
             raise TypeError(f"event detail must be JSON-serialisable: {exc}") from None
         return (self.namespace, kind.value, event.instance_id, at, event.provider or "",
                 event.reason, int(bool(event.inferred)), event.type_name, event.region,
-                cost, detail)
+                cost, detail, _launch_id_of(event.detail))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -513,22 +612,10 @@ class History:
         """The lease deadline set by the instance's latest extension, or ``None``.
 
         Extensions store their new deadline in ``detail["lease_deadline"]``; ``None``
-        means the instance was never extended, so its launch tag still holds.
+        means the instance was never extended, so its launch tag still holds. For many
+        instances at once: :meth:`lease_deadlines`.
         """
-        rows = self._query(
-            "SELECT id, detail FROM events WHERE namespace = ? AND instance_id = ? "
-            "AND kind = ? ORDER BY at DESC, id DESC",
-            (self.namespace, instance_id, EventKind.EXTEND.value))
-        for row_id, detail in rows:
-            try:
-                deadline = json.loads(detail).get("lease_deadline")
-            except (ValueError, TypeError, AttributeError) as exc:
-                self._warn_malformed(row_id, exc)
-                continue
-            if isinstance(deadline, (int, float)) and not isinstance(deadline, bool) \
-                    and math.isfinite(deadline):
-                return float(deadline)
-        return None
+        return self.lease_deadlines([instance_id]).get(instance_id)
 
     def has_terminated(self, instance_id: str) -> bool:
         """Whether a termination of this instance is already recorded."""
@@ -566,7 +653,99 @@ class History:
 
 
 _INSERT = ("INSERT INTO events (namespace, kind, instance_id, at, provider, reason, inferred, "
-           "type_name, region, cost, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+           "type_name, region, cost, detail, launch_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+
+_LAUNCH = EventKind.LAUNCH.value
+_INTENT = EventKind.LAUNCH_INTENT.value
+_FAILED = EventKind.LAUNCH_FAILED.value
+_TERMINATE = EventKind.TERMINATE.value
+
+_OPEN_ROWS = (
+    "INSERT INTO open_launches (event_id, namespace, kind, instance_id, launch_id) "
+    "SELECT e.id, e.namespace, e.kind, e.instance_id, e.launch_id FROM events AS e "
+    "WHERE {where} AND ("
+    f" (e.kind = '{_LAUNCH}' AND NOT EXISTS (SELECT 1 FROM events AS t"
+    "   WHERE t.namespace = e.namespace AND t.instance_id = e.instance_id"
+    f"  AND t.kind = '{_TERMINATE}'))"
+    f" OR (e.kind = '{_INTENT}' AND NOT EXISTS (SELECT 1 FROM events AS c"
+    f"   WHERE c.namespace = e.namespace AND c.kind IN ('{_LAUNCH}', '{_FAILED}')"
+    "   AND c.launch_id IN (e.instance_id, e.launch_id))"
+    "  AND NOT EXISTS (SELECT 1 FROM events AS f WHERE f.namespace = e.namespace"
+    f"   AND f.kind = '{_FAILED}' AND f.instance_id IN (e.instance_id, e.launch_id))))"
+)
+"""The open launches and intents of the rows ``{where}`` selects, computed from all
+their events: what an upgrade and an adoption start from (writes keep it after)."""
+
+
+def _insert(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """Insert one event row and keep ``open_launches`` true, in the caller's transaction.
+
+    A termination closes the instance's launches; a launch opens unless its instance
+    already ended, and closes the intents it completes; a failure closes its intents;
+    an intent opens unless something already completed it (rows may arrive in any
+    order: an adoption merges two namespaces).
+    """
+    event_id = db.execute(_INSERT, row).lastrowid
+    namespace, kind, instance_id, launch_id = row[0], row[1], row[2], row[-1]
+    opened = False
+    if kind == _TERMINATE:
+        db.execute("DELETE FROM open_launches WHERE namespace = ? AND kind = ? "
+                   "AND instance_id = ?", (namespace, _LAUNCH, instance_id))
+    elif kind == _LAUNCH:
+        opened = db.execute(
+            "SELECT 1 FROM events WHERE namespace = ? AND instance_id = ? AND kind = ? LIMIT 1",
+            (namespace, instance_id, _TERMINATE)).fetchone() is None
+        _close_intents(db, namespace, [launch_id])
+    elif kind == _FAILED:
+        _close_intents(db, namespace, [launch_id, instance_id])
+    elif kind == _INTENT:
+        keys = (instance_id, launch_id if launch_id is not None else instance_id)
+        opened = db.execute(
+            f"SELECT 1 FROM events WHERE namespace = ? AND kind IN ('{_LAUNCH}', '{_FAILED}') "
+            "AND launch_id IN (?, ?) UNION ALL "
+            f"SELECT 1 FROM events WHERE namespace = ? AND kind = '{_FAILED}' "
+            "AND instance_id IN (?, ?) LIMIT 1", (namespace, *keys, namespace, *keys)
+        ).fetchone() is None
+    if opened:
+        db.execute("INSERT INTO open_launches (event_id, namespace, kind, instance_id, "
+                   "launch_id) VALUES (?, ?, ?, ?, ?)",
+                   (event_id, namespace, kind, instance_id, launch_id))
+
+
+def _close_intents(db: sqlite3.Connection, namespace: str, keys: Iterable[str | None]) -> None:
+    """Close the open intents whose instance id or launch id is one of ``keys``."""
+    wanted = sorted({key for key in keys if key is not None})
+    if not wanted:
+        return
+    marks = ",".join("?" * len(wanted))
+    db.execute(f"DELETE FROM open_launches WHERE namespace = ? AND kind = ? "
+               f"AND (instance_id IN ({marks}) OR launch_id IN ({marks}))",
+               (namespace, _INTENT, *wanted, *wanted))
+
+
+def _by_time(row: tuple[Any, ...]) -> tuple[float, int]:
+    """A row of ``_SELECT`` in history's order: by time, then as recorded (a malformed
+    time sorts last; reading the row skips it)."""
+    return _time_key(row[3], row[0])
+
+
+def _time_key(at: Any, row_id: Any) -> tuple[float, int]:
+    number = isinstance(at, (int, float)) and not isinstance(at, bool)
+    return (float(at) if number else math.inf, int(row_id))
+
+
+def _launch_id_of(detail: Any) -> str | None:
+    """``detail["launch_id"]`` when it is text: the launch an event belongs to."""
+    value = detail.get("launch_id") if isinstance(detail, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def _chunks(ids: Iterable[str]) -> Iterator[list[str]]:
+    """Distinct ``ids`` in lists of at most :data:`_CHUNK`, for ``IN (...)`` reads."""
+    distinct = list(dict.fromkeys(ids))
+    for start in range(0, len(distinct), _CHUNK):
+        yield distinct[start:start + _CHUNK]
+
 
 def _event(row: tuple[Any, ...]) -> Event:
     """An event from its columns; ``ValueError``/``TypeError`` for a malformed row."""
@@ -618,26 +797,6 @@ def _detail(text: Any, *, strict: bool = False) -> dict[str, Any]:
 
 
 # -- opening, schema and recovery -------------------------------------------------------
-
-
-def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and missing parents with mode 0700 (history is private).
-
-    Existing directories keep their mode: the user may have chosen it.
-    """
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # another process made it first
-        folder.chmod(0o700)  # mkdir's mode is filtered by the umask
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -783,11 +942,32 @@ def _create_schema(db: sqlite3.Connection, path: Path) -> None:
             _check_columns(db)  # someone else's "events" table: not ours to extend
             for statement in _SCHEMA:
                 db.execute(statement)
+            if version < 3:
+                _upgrade_to_3(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _upgrade_to_3(db: sqlite3.Connection) -> None:
+    """Give an older file the ``launch_id`` column (filled from each row's detail) and
+    its index, and compute ``open_launches`` from the events: once, in place, inside
+    the schema transaction. A fresh file does the same over no rows."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if "launch_id" not in columns:
+        db.execute("ALTER TABLE events ADD COLUMN launch_id TEXT")
+        updates = []
+        for row_id, detail in db.execute(
+                "SELECT id, detail FROM events WHERE detail LIKE '%launch_id%'").fetchall():
+            launch_id = _launch_id_of(_detail(detail))
+            if launch_id is not None:
+                updates.append((launch_id, row_id))
+        db.executemany("UPDATE events SET launch_id = ? WHERE id = ?", updates)
+    db.execute(_LAUNCH_ID_INDEX)
+    db.execute("DELETE FROM open_launches")
+    db.execute(_OPEN_ROWS.format(where="1"))
 
 
 @contextlib.contextmanager

@@ -39,6 +39,11 @@ Every record is written with a check in the same transaction, so two processes t
 reconcile at once record each fact once.
 
 :func:`ended_statuses` and :func:`with_history` read ended instances back as statuses.
+
+What it reads grows with what is open, not with history: the launches and intents
+still open come from a table history keeps on every write
+(:meth:`~soong_core.history.History.open_launches`), and reads about many instances are
+batched (:meth:`~soong_core.history.History.latest_events`), one query for all.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from soong_core import costs
 from soong_core.models import (
+    HOUR,
     LIMIT_HARD,
     LIMIT_LEASE,
     LIMITS,
@@ -58,6 +64,7 @@ from soong_core.models import (
     TAG_LAUNCHED_AT,
     TAG_LEASE_DEADLINE,
     Event,
+    Ended,
     EventKind,
     Instance,
     InstanceState,
@@ -70,18 +77,11 @@ from soong_core.models import (
 if TYPE_CHECKING:
     from soong_core.api import Soong
 
-HOUR = 3600.0
 
 LIST_GRACE_S = 60.0
 """How long after a launch (or a launch intent) absence from the provider's list is not
 yet evidence: an API may list a new instance a moment after answering the launch, and
 a launch whose answer was lost may appear a moment later."""
-
-HISTORY_DETAILS = "history"
-"""The key under which :func:`with_history` and :func:`ended_statuses` put what
-history says about an ended instance in ``InstanceStatus.details``: ``reason``,
-``inferred``, ``ended_at`` (a timestamp) and ``cost_min`` (decimal text or ``None``).
-Reporters read it to show why an instance stopped."""
 
 PRICE_DETAIL = "price_cents_per_hour"
 """The launch event's detail key for the instance's price (integer cents per hour)."""
@@ -108,7 +108,7 @@ def launch_price_cents(launch: Event) -> int | None:
     lease_deadline = _number(launch.detail.get("lease_deadline"))
     if launch.cost is None or lease_deadline is None:
         return None
-    hours = costs.to_decimal(lease_deadline - launch.at) / 3600
+    hours = costs.to_decimal(lease_deadline - launch.at) / HOUR
     if hours <= 0:
         return None
     try:
@@ -129,12 +129,6 @@ def cost_min(detail: Mapping[str, Any]) -> Decimal | None:
     except ArithmeticError:
         return None
     return value if value.is_finite() and value >= 0 else None
-
-
-def launch_event(soong: Soong, instance_id: str) -> Event | None:
-    """The latest ``launch`` event of ``instance_id`` in ``soong``'s history, if any."""
-    launches = soong.history.events(instance_id=instance_id, kinds=[EventKind.LAUNCH])
-    return launches[-1] if launches else None
 
 
 def enforcement(launch: Event | None) -> dict[str, tuple[str, ...]] | None:
@@ -190,8 +184,8 @@ def reconcile(soong: Soong, *, instances: Sequence[Instance] | None = None,
                                      instance_id=intent.instance_id, launch_id=launch_id):
                 recorded.append(event)
 
-    ended = {e.instance_id for e in history.events(kinds=[EventKind.TERMINATE])}
-    for launch in history.events(kinds=[EventKind.LAUNCH]):
+    ended: set[str] = set()  # an instance launched twice is judged once
+    for launch in history.open_launches():
         if launch.instance_id in ended:
             continue
         current = listed.get(launch.instance_id)
@@ -292,8 +286,9 @@ def ended_statuses(soong: Soong, *, since: Timestamp,
     instances). Each is rebuilt from its launch and latest termination events: state
     ``preempted`` or ``terminated``, the launch facts as soong tags (so uptime and
     deadlines show as for a running one), cost so far and estimated total both the
-    recorded cost, and ``details["history"]`` (see :data:`HISTORY_DETAILS`).
+    recorded cost, and :attr:`~soong_core.models.InstanceStatus.ended`.
     Ids in ``exclude`` (those the provider still lists) are left out. Oldest end first.
+    Two reads: the terminations in the window (indexed by time), then their launches.
     """
     skip = set(exclude)
     history = soong.history
@@ -301,41 +296,41 @@ def ended_statuses(soong: Soong, *, since: Timestamp,
     for event in history.events(since=since, kinds=[EventKind.TERMINATE]):
         if event.instance_id not in skip:
             latest[event.instance_id] = event  # oldest first: the last one wins
+    launches = history.latest_events(EventKind.LAUNCH, latest)
     statuses = []
-    for instance_id, end in latest.items():
-        launch = launch_event(soong, instance_id)
+    for end in sorted(latest.values(), key=lambda e: e.at):
+        launch = launches.get(end.instance_id)
         statuses.append(InstanceStatus(
             instance=_instance_from_history(launch, end), decision=None,
-            cost_so_far=end.cost, estimated_total=end.cost,
-            details={HISTORY_DETAILS: _ended_detail(end)},
+            cost_so_far=end.cost, estimated_total=end.cost, ended=ending(end),
             enforcement=enforcement(launch)))
-    return sorted(statuses, key=lambda s: s.details[HISTORY_DETAILS]["ended_at"])
+    return statuses
 
 
 def with_history(soong: Soong, statuses: Sequence[InstanceStatus]) -> list[InstanceStatus]:
     """``statuses`` with what history knows of those the provider lists as ended.
 
     A ``preempted`` or ``terminated`` instance no longer bills: its recorded cost
-    replaces the cost "until now", and ``details["history"]`` says why it ended.
-    Statuses of billing instances come back unchanged.
+    replaces the cost "until now", and :attr:`~soong_core.models.InstanceStatus.ended`
+    says why it ended. Statuses of billing instances come back unchanged. One read for
+    all the ended ones.
     """
+    ends = soong.history.latest_events(
+        EventKind.TERMINATE, [s.instance.id for s in statuses if s.instance.state.ended])
     result = []
     for status in statuses:
-        if status.instance.state.ended:
-            ends = soong.history.events(instance_id=status.instance.id,
-                                        kinds=[EventKind.TERMINATE])
-            if ends:
-                end = ends[-1]
-                status = replace(status, cost_so_far=end.cost, estimated_total=end.cost,
-                                 details={**status.details, HISTORY_DETAILS: _ended_detail(end)})
+        end = ends.get(status.instance.id) if status.instance.state.ended else None
+        if end is not None:
+            status = replace(status, cost_so_far=end.cost, estimated_total=end.cost,
+                             ended=ending(end))
         result.append(status)
     return result
 
 
-def _ended_detail(end: Event) -> dict[str, Any]:
-    low = cost_min(end.detail)
-    return {"reason": end.reason, "inferred": end.inferred, "ended_at": end.at,
-            "cost_min": None if low is None else str(low)}
+def ending(end: Event) -> Ended:
+    """What a ``terminate`` event says of the end: reason, inferred, when, ``cost_min``."""
+    return Ended(reason=end.reason, inferred=end.inferred, at=end.at,
+                 cost_min=cost_min(end.detail))
 
 
 def _instance_from_history(launch: Event | None, end: Event) -> Instance:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jsonschema
 import pytest
@@ -32,7 +33,7 @@ from soong_core.models import (
     InstanceStatus,
     LaunchRequest,
 )
-from soong_core.plugins import Plugins
+from soong_core.plugins import Plugins, make_plugins
 from soong_core.testing import CliResult, SoongEnv, run_soong
 from soong_plugins.reporters.facts import wants_ansi
 from soong_plugins.reporters.json_report import JsonReporter
@@ -496,3 +497,249 @@ def test_plugin_details_reach_json_safely() -> None:
     schema_validator().validate(document)
     assert document["instances"][0]["details"] == {
         "agent": {"spent": "0.10", "ports": [8000, 8001], "load": None}}
+
+
+def test_json_details_history_comes_from_the_typed_ending_and_plugins_keep_theirs() -> None:
+    from soong_core.models import Ended
+
+    instance = Instance("i-1", InstanceState.PREEMPTED)
+    status = InstanceStatus(instance, None, details={"agent": {"ok": True}},
+                            ended=Ended(reason="preempted", inferred=False,
+                                        at=1_800_000_000.0, cost_min=Decimal("0.75")))
+    out = io.StringIO()
+    JsonReporter({}, clock=ManualClock()).render([status], out)
+    document = json.loads(out.getvalue())
+    schema_validator().validate(document)
+    [item] = document["instances"]
+    assert item["details"] == {"agent": {"ok": True}, "history": {
+        "reason": "preempted", "inferred": False, "ended_at": 1_800_000_000.0,
+        "cost_min": "0.75"}}
+    assert item["ended"] == {"at": "2027-01-15T08:00:00Z", "reason": "preempted",
+                             "inferred": False, "cost_min": "0.75"}
+    assert status.details == {"agent": {"ok": True}}  # the status itself is left as it was
+
+
+def test_json_of_a_listed_ended_instance_keeps_details_history(
+        run_cli: Run, launch: Callable[..., Instance], cloud: FakeProvider) -> None:
+    gone = launch(ago=HOUR, hours=2, name="gone")
+    cloud.set_state(gone.id, InstanceState.PREEMPTED)
+    document = json.loads(run_cli("status --json").stdout)
+    schema_validator().validate(document)
+    [item] = document["instances"]
+    history = item["details"]["history"]
+    # never seen billing before it was seen ended: decimal text, unrounded, as before
+    assert (history["reason"], history["inferred"], history["cost_min"]) == (
+        "preempted", False, "0")
+    assert isinstance(history["ended_at"], float)
+    assert item["ended"]["reason"] == "preempted"
+
+
+# -- fast where a user waits: large tables, no key at all ---------------------------------------
+
+HOSTILE_NAME = "\x1b[2J\x1b]0;pwned\x07[red]x[/red] \u6f22\u5b57"
+"""Escapes, markup and two wide characters: what a provider's name may hold."""
+HOSTILE_SHOWN = "\\x1b[2J\\x1b]0;pwned\\x07[red]x[/red] \u6f22\u5b57"
+SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def varied_statuses(soong: Soong, fake_provider: FakeProvider, clock: ManualClock
+                    ) -> list[InstanceStatus]:
+    """Overdue, warned, active, preempted, booting and unmanaged instances."""
+    fake_provider.boot_seconds = 0
+    soong.launch(hours=1, name="late")
+    clock.advance(70 * 60)  # "late" bills 10 minutes past its lease
+    soong.launch(hours=1, name="soon")
+    clock.advance(55 * 60)  # 5 minutes left on "soon": inside the warning window
+    soong.launch(hours=2, name=HOSTILE_NAME)
+    fake_provider.set_state(soong.launch(hours=2, name="gone").id, InstanceState.PREEMPTED)
+    fake_provider.boot_seconds = 3600
+    soong.launch(hours=2, name="fresh")
+    fake_provider.launch(LaunchRequest("gpu_1x_a10", ("us-east-1",), name="stranger"))
+    return list(soong.status())
+
+
+@pytest.mark.parametrize("ansi", [False, True])
+def test_the_padded_layout_prints_what_the_table_prints(
+        plugins: Plugins, fake_provider: FakeProvider, clock: ManualClock, ansi: bool) -> None:
+    """The same characters, line by line, whichever layout; on a terminal the same
+    styles on each line too; a provider's text stays escaped in both."""
+    from soong_core.display import facts_of
+    from soong_core.select import short_ids
+    from soong_core.tables import render_table
+    from soong_plugins.reporters.table import TABLE_COLUMNS, table_row
+
+    fake_provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    with Soong(CONFIG, plugins=plugins, clock=clock) as soong:
+        statuses = varied_statuses(soong, fake_provider, clock)
+    facts = [facts_of(status, clock.now()) for status in statuses]
+    shorts = short_ids([f.status.instance.id for f in facts])
+    rows = [table_row(fact, shorts[fact.status.instance.id]) for fact in facts]
+    table = render_table(TABLE_COLUMNS, rows, ansi=ansi, header_rule=True, rows_max=len(rows))
+    padded = render_table(TABLE_COLUMNS, rows, ansi=ansi, header_rule=True, rows_max=0)
+    assert "still billing" in table and "preempted" in table and "unmanaged" in table
+    assert HOSTILE_SHOWN in table and "\x07" not in table and "\x1b[2J" not in table
+    if not ansi:
+        assert padded == table and ESC not in padded
+        return
+    assert SGR.sub("", padded) == SGR.sub("", table)
+    for ours, rich_table in zip(padded.splitlines(), table.splitlines()):
+        assert set(SGR.findall(ours)) == set(SGR.findall(rich_table)), rich_table
+
+
+def test_past_200_rows_status_lays_out_text_not_a_rich_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich's Table is built for 200 instances and not for 201 (it costs 0.43 s for
+    1,000), and the 201 rows are all there, one a line."""
+    import rich.table
+
+    from soong_core.tables import TABLE_ROWS_MAX
+
+    built: list[int] = []
+    real_init = rich.table.Table.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(rich.table.Table, "__init__", counting_init)
+    reporter = TableReporter({}, clock=ManualClock(1_800_000_000.0))
+
+    def render(count: int) -> str:
+        statuses = [InstanceStatus(Instance(f"i-{n:04d}", InstanceState.ACTIVE,
+                                            name=f"box-{n}"), Decision(Action.KEEP))
+                    for n in range(count)]
+        out = io.StringIO()
+        reporter.render(statuses, out)
+        return out.getvalue()
+
+    assert TABLE_ROWS_MAX == 200
+    render(200)
+    assert built == [1]
+    text = render(201)
+    assert built == [1]  # not built again
+    lines = text.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "COST",
+                                "EST.", "TOTAL", "NEXT", "STOP"]
+    assert len(lines) == 202 and lines[-1].split()[:3] == ["i-0200", "box-200", "active"]
+
+
+def seed_history(count: int, *, hostile_at: int) -> None:
+    from soong_core.history import History, namespace_for
+    from soong_core.models import Event, EventKind
+
+    now = time.time()
+    with History.open(namespace=namespace_for("fake")) as history:
+        for n in range(count):
+            reason = HOSTILE_NAME if n == hostile_at else "manual"
+            history.record(Event(EventKind.TERMINATE, f"fake-{n:05d}", at=now - 3600 + n,
+                                 provider="fake", reason=reason, cost=Decimal("0.25")))
+
+
+@pytest.mark.parametrize("ansi", ["--no-ansi", "--ansi"])
+def test_a_long_history_keeps_its_columns_and_escapes(run_cli: Run, cloud: FakeProvider,
+                                                      ansi: str) -> None:
+    seed_history(250, hostile_at=7)
+    result = run_cli(f"status --history {ansi}")
+    assert result.exit_code == 0, result.stderr
+    lines = SGR.sub("", result.stdout).splitlines()
+    assert lines[0].split() == ["TIME", "KIND", "INSTANCE", "REASON", "COST"]
+    assert len(lines) == 251
+    assert lines[1].split()[1:] == ["terminate", "fake-00000", "manual", "$0.25"]
+    assert HOSTILE_SHOWN in row(result.stdout, "fake-00007")
+    assert "\x07" not in result.stdout and "\x1b[2J" not in result.stdout
+    if ansi == "--no-ansi":
+        assert ESC not in result.stdout
+    costs = {line.rstrip()[-5:] for line in lines[1:]}
+    assert costs == {"$0.25"}  # right-justified: the column ends where every row ends
+
+
+def test_a_history_table_and_padded_text_agree(run_cli: Run, cloud: FakeProvider,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 250 events as a rich Table (threshold lifted) and as padded text: one text."""
+    import soong_core.tables as tables
+
+    seed_history(250, hostile_at=3)
+    padded = run_cli("status --history").stdout
+    real = tables.render_table
+    monkeypatch.setattr(tables, "render_table",
+                        lambda *a, **k: real(*a, **{**k, "rows_max": 10_000}))
+    assert run_cli("status --history").stdout == padded
+
+
+IMPORTS_AFTER_RUN = """
+import json, sys
+from soong_core.cli.application import SoongApplication
+application = SoongApplication()
+application.auto_exits(False)
+code = application.run()
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+"""``soong ARGS`` in this interpreter, then the exit code and every module it imported."""
+
+
+def test_status_without_any_key_fails_before_yaml_cerberus_and_requests(
+        soong_env: SoongEnv) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from soong_core.testing import ENV_PREFIXES
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
+    done = subprocess.run([sys.executable, "-c", IMPORTS_AFTER_RUN, "status"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**environ, **soong_env.environ()})
+    report = json.loads(done.stdout)
+    assert (report["code"], done.stderr.splitlines()) == (
+        2, ["error: no Lambda Cloud API key: run `soong configure` or set LAMBDA_API_KEY"])
+    modules = set(report["modules"])
+    assert "soong_core.cli.commands.status" in modules
+    assert not modules & {"requests", "urllib3", "yaml", "cerberus", "rich", "sqlite3"}
+
+
+@pytest.mark.parametrize("where", ["file", "environment", "profile", "bad variable"])
+def test_a_key_anywhere_is_still_read_in_full(
+        run_cli: Run, soong_env: SoongEnv, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """With a key in the file, the environment or a profile, status goes on to the API
+    (here a closed loopback port, read as a simulator that is not running); a variable
+    the config reads is checked first, as always."""
+    from soong_core.config import profile_path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    section = {"api_url": f"http://127.0.0.1:{port}/api/v1", "api_key": "soong-test-key-1"}
+    args = "status"
+    if where == "file":
+        write_config_file(soong_env.config_file, {"lambda": section})
+    elif where == "environment":
+        monkeypatch.setenv("LAMBDA_API_KEY", section["api_key"])
+        monkeypatch.setenv("SOONG_LAMBDA_API_URL", section["api_url"])
+    elif where == "profile":
+        write_config_file(profile_path("other"), {"lambda": section})
+        args = "--profile other status"
+    else:
+        monkeypatch.setenv("SOONG_DEFAULTS_LEASE_HOURS", "soon")
+    result = run_cli(args)
+    first = result.stderr.splitlines()[0]
+    if where == "bad variable":
+        assert result.exit_code == 2 and "SOONG_DEFAULTS_LEASE_HOURS" in first
+    else:
+        assert result.exit_code == 1 and first.startswith("error: simulator not running")
+
+
+def test_missing_credential_reads_the_schema_and_the_environment_only(plugins: Plugins) -> None:
+    from soong_core.cli.command import missing_credential
+    from soong_core.config import build_schema
+    from soong_plugins.lambda_labs import MISSING_KEY_MESSAGE
+    from soong_plugins.lambda_labs.errors import MissingApiKeyError
+
+    schema = build_schema(plugins)
+    assert missing_credential(schema, {}) == MISSING_KEY_MESSAGE
+    assert MissingApiKeyError().message == MISSING_KEY_MESSAGE
+    for variable in ("LAMBDA_API_KEY", "SOONG_LAMBDA_API_KEY", "SOONG_DEFAULTS_PROVIDER",
+                     "SOONG_BUDGET_MAX_DOLLARS"):
+        assert missing_credential(schema, {variable: ""}) is None, variable
+    assert missing_credential(schema, {"SOONG_DISABLE_PLUGINS": "x", "HOME": "/h"}) is not None
+    without = build_schema(make_plugins(entry_points=False, disabled=("lambda_labs",)))
+    assert missing_credential(without, {}) is None  # no provider declares a credential

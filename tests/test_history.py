@@ -11,6 +11,7 @@ import threading
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -571,7 +572,7 @@ def test_a_version_1_file_gains_the_sightings_table_and_keeps_its_events(db_path
         history.note_billing(["i-new"], T0)
         assert history.last_seen_billing("i-new") == T0
     with raw_db(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_sightings_keep_the_latest_time_per_instance_and_namespace(db_path: Path) -> None:
@@ -656,3 +657,196 @@ def test_a_write_held_off_by_another_process_is_a_history_error_naming_the_file(
         holder.wait(timeout=10)
     history.record(ev("launch"))  # and the connection is usable afterwards
     assert len(history.events()) == 1
+
+
+# -- what is open, and what a read costs ------------------------------------------------
+
+
+def reference_open(history: History) -> tuple[list[int], list[str]]:
+    """Open intents and launches computed from every event, the slow way: what the
+    ``open_launches`` table must always agree with."""
+    events = history.events()
+    done: set[str] = set()
+    for event in events:
+        if event.kind in (EventKind.LAUNCH, EventKind.LAUNCH_FAILED):
+            if isinstance(event.detail.get("launch_id"), str):
+                done.add(event.detail["launch_id"])
+            if event.kind is EventKind.LAUNCH_FAILED:
+                done.add(event.instance_id)
+    intents = [e.detail["n"] for e in events if e.kind is EventKind.LAUNCH_INTENT
+               and e.instance_id not in done and e.detail.get("launch_id") not in done]
+    ended = {e.instance_id for e in events if e.kind is EventKind.TERMINATE}
+    launches = [e.instance_id for e in events if e.kind is EventKind.LAUNCH
+                and e.instance_id not in ended]
+    return intents, launches
+
+
+def opened(history: History) -> tuple[list[int], list[str]]:
+    return ([e.detail["n"] for e in history.open_intents()],
+            [e.instance_id for e in history.open_launches()])
+
+
+def test_open_launches_are_those_no_termination_ends(history: History) -> None:
+    history.record(ev("launch", "a", T0))
+    history.record(ev("launch", "b", T0 + 1))
+    history.record(ev("extend", "a", T0 + 2))
+    assert [e.instance_id for e in history.open_launches()] == ["a", "b"]
+    history.record(ev("terminate", "a", T0 + 3, reason="manual"))
+    assert [e.instance_id for e in history.open_launches()] == ["b"]
+    history.record(ev("launch", "a", T0 + 4))  # recorded after its end: it ended
+    assert [e.instance_id for e in history.open_launches()] == ["b"]
+
+
+def test_a_completion_recorded_before_its_intent_still_closes_it(history: History) -> None:
+    history.record(ev("launch", "i-1", T0, detail={"launch_id": "L1"}))
+    history.record(ev("launch_failed", "L2", T0, detail={}))  # a failure by instance id
+    history.record(ev("launch_intent", "L1", T0 - 1, detail={"launch_id": "L1", "n": 1}))
+    history.record(ev("launch_intent", "L2", T0 - 1, detail={"launch_id": "L2", "n": 2}))
+    history.record(ev("launch_intent", "L3", T0 - 1, detail={"launch_id": "L3", "n": 3}))
+    assert opened(history) == ([3], ["i-1"])
+
+
+def test_the_open_table_always_agrees_with_all_of_history(history: History) -> None:
+    import random
+
+    chance = random.Random(20270115)
+    ids = [f"i-{n}" for n in range(6)]
+    launch_ids = [f"L{n}" for n in range(6)]
+    for n in range(400):
+        kind = chance.choice(["launch_intent", "launch", "launch_failed", "terminate",
+                              "extend"])
+        detail: dict[str, object] = {"n": n}
+        if chance.random() < 0.8:
+            detail["launch_id"] = chance.choice(launch_ids)
+        instance = chance.choice(launch_ids if kind in ("launch_intent", "launch_failed")
+                                 and chance.random() < 0.5 else ids)
+        event = ev(kind, instance, T0 + chance.randrange(50), detail=detail)
+        if chance.random() < 0.5:
+            history.record(event)
+        else:
+            history.record_unless(event, kinds=[kind], launch_id=detail.get("launch_id"))
+        assert opened(history) == reference_open(history), n
+
+
+def test_record_many_writes_all_in_one_transaction_or_nothing(history: History) -> None:
+    statements: list[str] = []
+    history._db.set_trace_callback(statements.append)
+    history.record_many([ev("terminate", f"i-{n}", T0, reason="manual") for n in range(20)])
+    history._db.set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+    assert len(history.events()) == 20
+    with pytest.raises(TypeError):  # the bad one is found before anything is written
+        history.record_many([ev("terminate", "i-ok", T0), ev("terminate", "i-bad", cost=0.5)])
+    assert len(history.events()) == 20
+    history.record_many([])
+    assert len(history.events()) == 20
+
+
+def test_batched_reads_answer_for_many_instances_at_once(history: History) -> None:
+    history.record_many([
+        ev("launch", "a", T0, detail={"n": 1}), ev("launch", "a", T0 + 5, detail={"n": 2}),
+        ev("launch", "b", T0, detail={"n": 3}),
+        ev("extend", "a", T0 + 10, detail={"lease_deadline": T0 + 7200}),
+        ev("extend", "a", T0 + 20, detail={"note": "no deadline"}),
+        ev("extend", "c", T0 + 10, detail={"lease_deadline": T0 + 3600})])
+    many = [f"x-{n}" for n in range(1200)] + ["a", "b", "c", "a"]  # more than one chunk
+    assert {k: e.detail["n"] for k, e in history.latest_events("launch", many).items()} == {
+        "a": 2, "b": 3}
+    assert history.lease_deadlines(many) == {"a": T0 + 7200, "c": T0 + 3600}
+    assert history.latest_events(EventKind.TERMINATE, many) == {}
+    assert history.lease_deadlines([]) == {} and history.latest_events("launch", []) == {}
+
+
+def vm_steps(history: History, read: Callable[[], object]) -> int:
+    """How many SQLite virtual-machine steps ``read`` takes: a measure of the rows it
+    visits that does not depend on the machine's speed."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    history._db.set_progress_handler(count, 1)
+    try:
+        read()
+    finally:
+        history._db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def ended_instances(history: History, first: int, count: int) -> None:
+    """``count`` instances launched and ended long ago, as a busy history holds."""
+    events = []
+    for n in range(first, first + count):
+        launch_id = f"L-{n}"
+        events += [ev("launch_intent", launch_id, T0 + n, detail={"launch_id": launch_id}),
+                   ev("launch", f"old-{n}", T0 + n, detail={"launch_id": launch_id}),
+                   ev("extend", f"old-{n}", T0 + n + 1, detail={"lease_deadline": T0 + n}),
+                   ev("terminate", f"old-{n}", T0 + n + 2, cost=Decimal("1.5"))]
+    history.record_many(events)
+
+
+def test_what_status_reads_does_not_grow_with_ended_history(history: History) -> None:
+    now = T0 + 10_000_000
+    history.record(ev("launch_intent", "L-open", now, detail={"launch_id": "L-open"}))
+    history.record(ev("launch", "i-open", now, detail={"launch_id": "L-other"}))
+    listed = ["i-open", "i-gone"]
+
+    def reads() -> None:
+        assert len(history.open_intents()) == 1 and len(history.open_launches()) == 1
+        history.latest_events("launch", listed)
+        history.latest_events("terminate", listed)
+        history.lease_deadlines(listed)
+        history.ended_cost(since=now)  # the budget, in a period where nothing ended
+
+    ended_instances(history, 0, 50)
+    small = vm_steps(history, reads)
+    ended_instances(history, 50, 2000)
+    assert vm_steps(history, reads) == small
+
+
+def test_a_version_2_file_is_upgraded_in_place_with_what_is_open(db_path: Path) -> None:
+    with raw_db(db_path) as raw:
+        raw.execute(V1_EVENTS)
+        raw.execute("CREATE TABLE sightings (namespace TEXT NOT NULL, instance_id TEXT NOT "
+                    "NULL, last_billing REAL NOT NULL, PRIMARY KEY (namespace, instance_id))")
+        for kind, instance, detail in (
+                ("launch_intent", "L1", '{"launch_id": "L1"}'),
+                ("launch", "i-1", '{"launch_id": "L1"}'),
+                ("terminate", "i-1", "{}"),
+                ("launch_intent", "L2", '{"launch_id": "L2"}'),
+                ("launch", "i-2", '{"launch_id": "L2"}'),
+                ("launch_intent", "L3", '{"launch_id": "L3"}'),
+                ("launch_intent", "L4", '{"launch_id": "L4"}'),
+                ("launch_failed", "L4", '{"launch_id": "L4"}'),
+                ("extend", "i-2", "{not json")):
+            raw.execute("INSERT INTO events (namespace, kind, instance_id, at, detail) "
+                        "VALUES (?, ?, ?, ?, ?)", (REAL, kind, instance, T0, detail))
+        raw.execute("PRAGMA user_version = 2")
+    with History.open(db_path, REAL) as history:
+        assert [e.instance_id for e in history.open_intents()] == ["L3"]
+        assert [e.instance_id for e in history.open_launches()] == ["i-2"]
+        assert len(history.events()) == 8  # all kept (the malformed one skipped, not lost)
+        # the launch id read from old rows' detail finds an adopted launch by it
+        again = ev("launch", "i-other", detail={"launch_id": "L2"})
+        assert history.record_unless(again, kinds=["launch"], launch_id="L2") is False
+    with raw_db(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 9
+        assert raw.execute("SELECT launch_id FROM events WHERE kind = 'launch' ORDER BY id"
+                           ).fetchall() == [("L1",), ("L2",)]
+
+
+def test_adopting_a_namespace_merges_what_is_open(db_path: Path) -> None:
+    with History.open(db_path, SIM) as old:
+        old.record(ev("launch_intent", "L1", T0, detail={"launch_id": "L1", "n": 1}))
+        old.record(ev("launch", "i-1", T0, detail={"launch_id": "L0"}))
+        old.record(ev("launch", "i-2", T0))
+    with History.open(db_path, REAL) as new:
+        new.record(ev("launch", "i-1", T0 + 1, detail={"launch_id": "L1"}))  # completes L1
+        new.record(ev("terminate", "i-2", T0 + 2))  # ends the old namespace's i-2
+        assert opened(new) == ([], ["i-1"])
+        assert new.adopt(SIM) == 3
+        assert opened(new) == reference_open(new) == ([], ["i-1", "i-1"])
+    with History.open(db_path, SIM) as old:
+        assert opened(old) == ([], [])

@@ -185,11 +185,13 @@ def test_malformed_rows_are_skipped_with_one_warning_each(
                     "VALUES (?, 'extend', 'fake-0001', ?, '{not json')", (namespace, now))
         raw.execute("INSERT INTO events (namespace, kind, instance_id, at, cost) "
                     "VALUES (?, 'terminate', 'old-1', ?, 'lots')", (namespace, now))
-    for args in ("status", "status --history"):
+    # status reads what concerns open instances (the extension of fake-0001), not the
+    # old termination; --history reads both rows.
+    for args, rows in (("status", 1), ("status --history", 2)):
         result = run_cli(args)
         assert result.exit_code == 0, result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-        assert len(warnings) == 2, (args, result.stderr)  # one per row, not one per read
+        assert len(warnings) == rows, (args, result.stderr)  # one per row, not one per read
         assert all("is malformed" in w and "skipped" in w for w in warnings)
         assert "fake-0001" in result.stdout
 

@@ -16,10 +16,9 @@ from soong_core.clock import ManualClock
 from soong_core.errors import SoongError
 from soong_core.fake import DeclaringPlugin, FakeProvider
 from soong_core.history import History, HistoryError
-from soong_core.models import Event, EventKind, InstanceState
+from soong_core.models import Ended, Event, EventKind, InstanceState
 from soong_core.plugins import Plugins
 from soong_core.reconcile import (
-    HISTORY_DETAILS,
     LIST_GRACE_S,
     ended_statuses,
     launch_price_cents,
@@ -413,17 +412,19 @@ def test_ended_instances_come_back_from_history_as_statuses(
     assert ended.instance.managed and ended.instance.launched_at == int(launched)
     assert ended.instance.price_cents_per_hour == 75
     assert ended.cost_so_far == ended.estimated_total == Decimal("1.50")
-    assert ended.details[HISTORY_DETAILS] == {"reason": "lease_expired", "inferred": True,
-                                              "ended_at": launched + 2 * HOUR,
-                                              "cost_min": "0"}
+    assert ended.ended == Ended(reason="lease_expired", inferred=True,
+                                at=launched + 2 * HOUR, cost_min=Decimal("0"))
+    assert ended.details == {}  # plugins' details only: what history adds is typed
     assert ended.enforcement == {"lease": ("enforcer",), "idle": (), "hard": ("enforcer",)}
     assert [s.instance.id for s in ended_statuses(soong, since=launched + 2 * HOUR + 1)] == [
         preempted.id]  # the window starts after the lease ended
 
     listed = {s.instance.id: s for s in with_history(soong, soong.status())}
     assert listed[preempted.id].cost_so_far == Decimal("2.25")  # to when it was seen ended
-    assert listed[preempted.id].details[HISTORY_DETAILS]["reason"] == "preempted"
-    assert HISTORY_DETAILS not in listed[running.id].details
+    assert listed[preempted.id].ended is not None
+    assert listed[preempted.id].ended.reason == "preempted"
+    assert "history" not in listed[preempted.id].details
+    assert listed[running.id].ended is None
     assert listed[running.id].cost_so_far == Decimal("2.25")
 
 
@@ -442,3 +443,88 @@ def test_status_carries_final_costs_of_listed_ended_instances_and_the_stopped_on
     assert again[preempted.id].cost_so_far == Decimal("4.50")  # ...not "until now"
     assert again[gone.id].instance.state is InstanceState.TERMINATED
     assert [e.kind for e in soong.take_reconciled()] == [EventKind.TERMINATE] * 2
+
+
+# -- what status costs: what is open, not history -----------------------------------------
+
+
+def history_selects(soong: Soong, read: Callable[[], object]) -> list[str]:
+    """The SELECT statements ``read`` sends to ``soong``'s history."""
+    statements: list[str] = []
+    soong.history._db.set_trace_callback(statements.append)
+    try:
+        read()
+    finally:
+        soong.history._db.set_trace_callback(None)
+    return [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+
+
+def history_steps(soong: Soong, read: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps ``read`` takes in ``soong``'s history: the rows it
+    visits, independent of the machine's speed."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    soong.history._db.set_progress_handler(count, 1)
+    try:
+        read()
+    finally:
+        soong.history._db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_status_asks_history_once_per_question_not_once_per_instance(
+        soong: Soong, clock: ManualClock, fake_provider: FakeProvider,
+        enforced: Callable[..., None]) -> None:
+    enforced("lease", "hard")
+    first = soong.launch(hours=2)
+    soong.extend(first.id, 1)
+    gone = soong.launch(hours=2)
+    fake_provider.set_state(gone.id, InstanceState.PREEMPTED)
+    soong.status()  # its ending recorded: from now on nothing changes
+    few = history_selects(soong, soong.status)
+    for _ in range(8):
+        extended = soong.launch(hours=2)
+        soong.extend(extended.id, 1)
+    many = history_selects(soong, soong.status)
+    assert len(many) == len(few)
+    statuses = {s.instance.id: s for s in soong.status()}
+    assert len(statuses) == 10
+    assert statuses[first.id].view is not None
+    assert statuses[first.id].view.lease_deadline == first.launched_at + 3 * HOUR
+    assert statuses[gone.id].ended is not None and statuses[gone.id].ended.reason == "preempted"
+
+
+def seed_ended(soong: Soong, first: int, count: int, at: float) -> None:
+    """``count`` instances launched, extended and ended at ``at``: a long past."""
+    events = []
+    for n in range(first, first + count):
+        launch_id, instance = f"L-{n}", f"old-{n}"
+        events += [
+            Event(EventKind.LAUNCH_INTENT, launch_id, at, detail={"launch_id": launch_id}),
+            Event(EventKind.LAUNCH, instance, at, detail={"launch_id": launch_id}),
+            Event(EventKind.EXTEND, instance, at, detail={"lease_deadline": at + HOUR}),
+            Event(EventKind.TERMINATE, instance, at + HOUR, reason="manual",
+                  cost=Decimal("0.75"))]
+    soong.history.record_many(events)
+
+
+def test_what_status_reads_of_history_does_not_grow_with_history(
+        soong: Soong, clock: ManualClock, fake_provider: FakeProvider) -> None:
+    past = clock.now() - 30 * 24 * HOUR
+    running = soong.launch(hours=2)
+    clock.advance(HOUR)
+    seed_ended(soong, 0, 20, past)
+    soong.status()
+    small = history_steps(soong, soong.status)
+    seed_ended(soong, 20, 1500, past)
+    assert history_steps(soong, soong.status) == small
+    # and the budget's committed spend reads only its period's terminations
+    spend = lambda: soong.history.ended_cost(since=clock.now() - 24 * HOUR)  # noqa: E731
+    quiet = history_steps(soong, spend)
+    seed_ended(soong, 2000, 1500, past)
+    assert history_steps(soong, spend) == quiet
+    assert [s.instance.id for s in soong.status()] == [running.id]

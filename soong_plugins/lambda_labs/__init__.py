@@ -25,6 +25,11 @@ SIM_COMMANDS: dict[str, str] = {
 """``soong sim ...`` -> ``module:Class``; a module is imported only when its command is
 listed or run, so ``soong --help`` stays fast."""
 
+MISSING_KEY_MESSAGE = "no Lambda Cloud API key: run `soong configure` or set LAMBDA_API_KEY"
+"""What a command that needs the API says when no key is configured: raised by the
+client (:class:`~.errors.MissingApiKeyError`), and by the core before it loads anything
+when no key can be configured at all (``meta: {credential: ...}`` below)."""
+
 
 def _make_provider(config: Any) -> Provider:
     from soong_plugins.lambda_labs.provider import LambdaProvider
@@ -54,6 +59,8 @@ def soong_config_schema() -> dict[str, dict[str, Any]]:
             "api_key": {
                 "type": "string", "nullable": True, "default": None,
                 "meta": {"secret": True, "env": "LAMBDA_API_KEY",
+                         "credential": {"provider": "lambda",
+                                        "missing": MISSING_KEY_MESSAGE},
                          "help": "Lambda Cloud API key (prefer $LAMBDA_API_KEY or "
                                  "`soong configure`)."},
             },

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from soong_core.errors import ConfigError, SoongError
+from soong_plugins.lambda_labs import MISSING_KEY_MESSAGE
 from soong_plugins.lambda_labs.redact import redact
 
 SERVICE = "Lambda Cloud"
@@ -38,7 +39,7 @@ class MissingApiKeyError(ConfigError):
     """No key in the config or ``$LAMBDA_API_KEY``: exit code 2, like any config problem."""
 
     def __init__(self) -> None:
-        super().__init__("no Lambda Cloud API key: run `soong configure` or set LAMBDA_API_KEY")
+        super().__init__(MISSING_KEY_MESSAGE)
 
 
 # -- answers from the API -----------------------------------------------------------------

@@ -21,14 +21,18 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from soong_core.clock import Clock, clock_from_config
 from soong_core.costs import round_cents
+from soong_core.display import Facts, facts_of
 from soong_core.interfaces import StatusReporter
 from soong_core.models import LIMITS, Timestamp, format_timestamp
-from soong_plugins.reporters.facts import Facts, facts_of
 
 if TYPE_CHECKING:
-    from soong_core.models import InstanceStatus
+    from soong_core.models import Ended, InstanceStatus
 
 SCHEMA_VERSION = 1
+HISTORY_DETAIL = "history"
+"""The key of ``details`` that shows what history recorded of an ended instance's end
+(:attr:`~soong_core.models.InstanceStatus.ended`), kept for scripts that read it there:
+``{reason, inferred, ended_at, cost_min}``."""
 
 
 def money(amount: Decimal | None) -> str | None:
@@ -88,8 +92,24 @@ def instance_document(fact: Facts) -> dict[str, Any]:
         "next_stop": next_stop,
         "ended": ended,
         "enforcement": enforcement,
-        "details": _jsonable(dict(status.details)),
+        "details": _jsonable(details_of(status)),
     }
+
+
+def details_of(status: InstanceStatus) -> dict[str, Any]:
+    """``details``: the plugins' details and, for an ended instance, ``history``
+    derived from the typed :attr:`~soong_core.models.InstanceStatus.ended` (soong's own
+    key wins over a plugin that took the name)."""
+    details = dict(status.details)
+    if status.ended is not None:
+        details[HISTORY_DETAIL] = history_detail(status.ended)
+    return details
+
+
+def history_detail(ended: Ended) -> dict[str, Any]:
+    """``details.history``: ``ended_at`` a POSIX timestamp, ``cost_min`` decimal text."""
+    return {"reason": ended.reason, "inferred": ended.inferred, "ended_at": ended.at,
+            "cost_min": None if ended.cost_min is None else str(ended.cost_min)}
 
 
 def status_document(statuses: Sequence[InstanceStatus], now: Timestamp) -> dict[str, Any]:

@@ -6,35 +6,32 @@ cost so far, estimated total, and when and why it will stop. Colours carry meani
 active; magenta: preempted; dim: over), and the same words are always there for
 plain output (``NO_COLOR``, a pipe, ``--no-ansi``), which has no escape codes at all.
 
-rich is imported inside :meth:`TableReporter.render`: importing the plugin stays cheap.
+The layout is the core's (:func:`soong_core.tables.render_table`): a rich ``Table`` up to
+200 rows, the same columns and words as padded text beyond. rich is imported when a
+table is rendered: importing the plugin stays cheap.
 """
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from soong_core.clock import Clock, clock_from_config
 from soong_core.costs import UNKNOWN, format_money, format_money_range
+from soong_core.display import EMPTY_MESSAGE, Facts, facts_of, format_duration, wants_ansi
 from soong_core.interfaces import StatusReporter
 from soong_core.models import Action, InstanceState
-from soong_core.policy import format_duration
+from soong_core.select import short_ids
+from soong_core.tables import Column, Row, render_table
 from soong_core.text import printable
-from soong_plugins.reporters.facts import (
-    EMPTY_MESSAGE,
-    Facts,
-    facts_of,
-    short_ids,
-    wants_ansi,
-)
 
 if TYPE_CHECKING:
     from soong_core.models import InstanceStatus
 
 COLUMNS = ("ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "COST", "EST. TOTAL",
            "NEXT STOP")
-TABLE_WIDTH = 1000
-"""The console width rich is given: more than any row needs, so no cell is ever cut."""
+NUMERIC = frozenset({"UPTIME", "LEFT", "COST", "EST. TOTAL"})
+"""The right-justified columns."""
+TABLE_COLUMNS = tuple(Column(name, right=name in NUMERIC) for name in COLUMNS)
 
 STATE_STYLES: Mapping[InstanceState, str] = {
     InstanceState.BOOTING: "yellow",
@@ -64,44 +61,23 @@ class TableReporter(StatusReporter):
         if not statuses:
             out.write(EMPTY_MESSAGE + "\n")
             return
-        from rich import box
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
-        ansi = wants_ansi(out)
-        buffer = io.StringIO()
-        # Never narrower than the table: rich would cut ids and costs to "fake-0…",
-        # which loses the very facts a user reads the table for. A long line wraps in
-        # the terminal instead, and piped output keeps one instance per line.
-        console = Console(file=buffer, force_terminal=ansi, no_color=not ansi,
-                          color_system="standard" if ansi else None, width=TABLE_WIDTH,
-                          highlight=False, emoji=False, markup=False, soft_wrap=False)
-        table = Table(box=box.SIMPLE_HEAD if ansi else None, show_edge=False,
-                      header_style="bold" if ansi else None, pad_edge=False)
-        for column in COLUMNS:
-            numeric = column in ("UPTIME", "LEFT", "COST", "EST. TOTAL")
-            table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
         now = self.clock.now()
         facts = [facts_of(status, now) for status in statuses]
         shorts = short_ids([f.status.instance.id for f in facts])
-        for fact in facts:
-            cells = row_cells(fact, shorts[fact.status.instance.id])
-            state = fact.status.instance.state
-            styled = [Text(cell) for cell in cells]
-            if not fact.overdue:  # an overdue row is red throughout, its state too
-                styled[2].stylize(STATE_STYLES.get(state, ""))
-            stop_style = _stop_style(fact)
-            if stop_style:
-                styled[9].stylize(stop_style)
-            table.add_row(*styled, style=_row_style(fact))
-        console.print(table)
-        lines = buffer.getvalue().splitlines()
-        if not ansi:
-            lines = [line.rstrip() for line in lines]
-        while lines and not lines[-1].strip():
-            lines.pop()
-        out.write("\n".join(lines) + "\n")
+        rows = [table_row(fact, shorts[fact.status.instance.id]) for fact in facts]
+        out.write(render_table(TABLE_COLUMNS, rows, ansi=wants_ansi(out), header_rule=True))
+
+
+def table_row(fact: Facts, short_id: str) -> Row:
+    """One instance's row: its cells and colours (an overdue row is red throughout, its
+    state too; the next stop is coloured by how urgent it is)."""
+    cell_styles: dict[int, str] = {}
+    if not fact.overdue:
+        cell_styles[2] = STATE_STYLES.get(fact.status.instance.state, "")
+    stop_style = _stop_style(fact)
+    if stop_style:
+        cell_styles[9] = stop_style
+    return Row(row_cells(fact, short_id), style=_row_style(fact), cell_styles=cell_styles)
 
 
 def row_cells(fact: Facts, short_id: str) -> list[str]:

@@ -9,10 +9,8 @@ the recorded events instead. Imports beyond cleo happen inside :meth:`handle`.
 from __future__ import annotations
 
 import io
-import math
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from cleo.formatters.formatter import Formatter
 from cleo.helpers import option
 from cleo.io.inputs.option import Option
 from cleo.io.outputs.output import Type
@@ -28,6 +26,8 @@ if TYPE_CHECKING:
 
 DEFAULT_HOURS = 24.0
 HISTORY_SCHEMA_VERSION = 1
+HISTORY_HEADERS = ("TIME", "KIND", "INSTANCE", "REASON", "COST")
+"""The columns of ``status --history``; the cost is right-justified."""
 
 
 class AnsiBuffer(io.StringIO):
@@ -42,6 +42,7 @@ class AnsiBuffer(io.StringIO):
 
 class StatusCommand(SoongCommand):
     name = "status"
+    needs_credential = True
     description = ("List instances: state, cost so far, estimated total, the next limit and "
                    "what enforces it.")
     help = ("Shows every instance the provider reports: state, IP, GPU, uptime, time left "
@@ -71,8 +72,10 @@ class StatusCommand(SoongCommand):
                                      "to the instance table")])
         ref = self.option("instance-id")
 
-        soong = self.soong
-        since = soong.clock.now() - hours * 3600
+        soong = self.soong  # first: with no key anywhere it fails before loading anything
+        from soong_core.models import HOUR
+
+        since = soong.clock.now() - hours * HOUR
         if show_history:
             return self._history(soong, since, ref)
         return self._instances(soong, since if stopped else None, ref)
@@ -123,7 +126,7 @@ class StatusCommand(SoongCommand):
             self.io.write(json.dumps(document, indent=2, allow_nan=False) + "\n", type=Type.RAW)
             return 0
         if not events:
-            from soong_core.policy import format_duration
+            from soong_core.display import format_duration
 
             self.line(f"no events in the last {format_duration(now - since)}")
             return 0
@@ -137,20 +140,15 @@ class StatusCommand(SoongCommand):
     def _history_table(self, events: Sequence[Event]) -> None:
         from soong_core.models import format_timestamp
         from soong_core.select import short_ids
-        from soong_core.text import printable
+        from soong_core.tables import Column, Row, render_table
 
         shorts = short_ids([e.instance_id for e in events])
-        header = ("TIME", "KIND", "INSTANCE", "REASON", "COST")
-        rows = [tuple(printable(cell) for cell in (
-                    format_timestamp(e.at), e.kind.value, shorts[e.instance_id],
-                    (e.reason or "-") + (" (inferred)" if e.inferred else ""), _cost_cell(e)))
+        rows = [Row((format_timestamp(e.at), e.kind.value, shorts[e.instance_id],
+                     (e.reason or "-") + (" (inferred)" if e.inferred else ""), _cost_cell(e)))
                 for e in events]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        for number, row in enumerate([header, *rows]):
-            cells = [cell.rjust(w) if i == 4 else cell.ljust(w)
-                     for i, (cell, w) in enumerate(zip(row, widths))]
-            line = "  ".join(cells).rstrip()
-            self.line(f"<b>{line}</b>" if number == 0 else Formatter.escape(line))
+        columns = [Column(header, right=header == "COST") for header in HISTORY_HEADERS]
+        text = render_table(columns, rows, ansi=self.io.output.is_decorated())
+        self.io.write(text, type=Type.RAW)
 
     # -- options -----------------------------------------------------------------
 
@@ -163,13 +161,9 @@ class StatusCommand(SoongCommand):
             raise UsageError("--hours applies only with --history or --stopped",
                              hints=[("add --history to see events, or --stopped to list "
                                      "ended instances")])
-        try:
-            hours = float(raw)
-        except ValueError:
-            hours = math.nan
-        if not (math.isfinite(hours) and hours > 0):
-            raise UsageError(f"--hours must be a number of hours greater than 0, got {raw!r}")
-        return hours
+        from soong_core.numbers import number_option
+
+        return float(number_option(raw, "--hours", unit="hours", above=0))
 
 
 def event_document(event: Event) -> dict[str, Any]:
