@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from soong_core import budget, costs, policy
 from soong_core.clock import Clock, check_skew, clock_from_config
+from soong_core.display import format_duration
 from soong_core.errors import SoongError, UsageError
 from soong_core.models import (
+    HOUR,
     TAG_HARD_DEADLINE,
     Admission,
     TAG_LAUNCH_ID,
@@ -53,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soong.api")
 
-HOUR = 3600.0
 POLL_SECONDS = 1.0
 """Between readiness polls: the Lambda API allows one request per second."""
 CAPACITY_POLL_SECONDS = 10.0
@@ -216,10 +217,16 @@ class Soong:
         Lists the provider's instances (reconciling history with them, so committed
         spend is current), checks this machine's clock against the provider's, and
         collects every plugin's launch contribution (which says what enforces each
-        limit). Raises :class:`UsageError` for a bad type, region or number of hours,
-        or when no policy would limit the launch or a set budget cannot be checked;
-        :class:`SoongError` when the budget refuses or the clock is off.
+        limit). Raises :class:`UnsupportedError` first when the provider cannot carry
+        what soong manages an instance by (tags, user_data:
+        :func:`~soong_core.interfaces.require_manageable`); :class:`UsageError` for a
+        bad type, region or number of hours, or when no policy would limit the launch
+        or a set budget cannot be checked; :class:`SoongError` when the budget refuses
+        or the clock is off.
         """
+        from soong_core.interfaces import require_manageable
+
+        require_manageable(self.provider)
         defaults = self.config["defaults"]
         type_name = type_name or defaults["gpu"]
         if not type_name:
@@ -249,7 +256,7 @@ class Soong:
                           "`soong sim up` writes it anew"] if simulated else None)
         now = self.clock.now()
         admission = budget.check_launch(
-            self.plugins.policies(), self.config, now=now,
+            self.plugins.policies().create_all(self.config), self.config, now=now,
             price_cents_per_hour=itype.price_cents_per_hour, hours=lease,
             ended_costs=lambda since: self.history.ended_cost(since=since),
             running=self._running_costs(listed), type_name=itype.name)
@@ -279,7 +286,7 @@ class Soong:
                 f"is registered: this {what} cannot be checked against it",
                 hints=["enable the plugin that registers it (`soong plugins` lists them), "
                        "or remove the cap with `soong config set budget.max_dollars null`"])
-        policies = policy.named_policies(registry, self.config)
+        policies = registry.create_all(self.config)
         decisions = policy.evaluate_each(policies, view, view.launched_at)
         if not any(decision.deadline is not None for _, decision in decisions):
             raise UsageError(
@@ -311,11 +318,17 @@ class Soong:
                              hints=[hint + ", or --wait-for-capacity"])
         return wanted
 
-    def launch(self, type_name: str | None = None, **options: Any) -> Instance:
+    def launch(self, type_name: str | None = None, *, regions: Sequence[str] | None = None,
+               hours: float | None = None, name: str | None = None, model: str | None = None,
+               filesystem_names: Sequence[str] = (),
+               ssh_key_names: Sequence[str] | None = None,
+               hard_timeout_hours: float | None = None,
+               plan: LaunchPlan | None = None) -> Instance:
         """Launch an instance with soong's tags and every plugin's contribution.
 
         Takes :meth:`plan_launch`'s arguments, or ``plan=`` a plan made earlier (the
-        CLI shows it, asks, then launches exactly that). The launch-time facts
+        CLI shows it, asks, then launches exactly that), never both (a
+        :class:`UsageError`: the plan already holds its arguments). The launch-time facts
         (launch id, launch time, lease and hard deadlines) go into tags, which cannot
         change afterwards.
 
@@ -328,7 +341,16 @@ class Soong:
         from soong_core.history import HistoryError
         from soong_core.plugins import finish_launch
 
-        plan: LaunchPlan = options.pop("plan", None) or self.plan_launch(type_name, **options)
+        if plan is None:
+            plan = self.plan_launch(type_name, regions=regions, hours=hours, name=name,
+                                    model=model, filesystem_names=filesystem_names,
+                                    ssh_key_names=ssh_key_names,
+                                    hard_timeout_hours=hard_timeout_hours)
+        elif filesystem_names or any(given is not None for given in (
+                type_name, regions, hours, name, model, ssh_key_names, hard_timeout_hours)):
+            raise UsageError("launch takes a plan or the launch's arguments, not both",
+                             hints=["pass the arguments to plan_launch, then its plan to "
+                                    "launch"])
         request = plan.request
         now = self.clock.now()
         launch_id = uuid.uuid4().hex
@@ -468,7 +490,11 @@ class Soong:
         ``timeout`` is in wall seconds: the last pause ends at it (never a whole
         ``interval`` past it), one more check follows, and the error says how long the
         wait really took (the checks' own time included, as the clock measures it).
+        A provider :meth:`plan_launch` would refuse is refused before the first check.
         """
+        from soong_core.interfaces import require_manageable
+
+        require_manageable(self.provider)  # waiting would end in that refusal
         waited = _Waited(self, timeout)
         polls = 0
         while True:
@@ -496,9 +522,23 @@ class Soong:
         """
         if not instance.managed:
             return None
+        return self._view(instance, self.history.current_lease_deadline(instance.id),
+                          last_activity_at=last_activity_at)
+
+    def _views(self, instances: Sequence[Instance]) -> list[InstanceView | None]:
+        """:meth:`view` of each of ``instances``, with one history read for the lease
+        deadlines of all of them (not one per instance)."""
+        managed = [i.id for i in instances if i.managed]
+        extended = self.history.lease_deadlines(managed) if managed else {}
+        return [self._view(i, extended.get(i.id)) if i.managed else None for i in instances]
+
+    def _view(self, instance: Instance, extended: float | None, *,
+              last_activity_at: float | None = None) -> InstanceView:
+        """The view of a managed ``instance`` whose latest extension set the lease
+        deadline ``extended`` (``None``: never extended, the launch tag holds)."""
         launched = instance.launched_at
         hard = instance.hard_deadline
-        lease = self.history.current_lease_deadline(instance.id) or instance.initial_lease_deadline
+        lease = extended or instance.initial_lease_deadline
         assert launched is not None  # managed
         defaults = self.config["defaults"]
         return InstanceView(
@@ -518,11 +558,11 @@ class Soong:
         """Every instance (or one) with its decision, cost so far and estimated total.
 
         History is reconciled with the provider's list first. Instances the provider
-        lists as ended carry their recorded final cost and ``details["history"]`` (why
-        they ended). With ``ended_since``, instances whose recorded ending is at or after
+        lists as ended carry their recorded final cost and ``ended`` (why and when
+        they ended, :class:`~soong_core.models.Ended`). With ``ended_since``, instances whose recorded ending is at or after
         that time follow the listed ones (what ``status --stopped`` shows).
         """
-        from soong_core.reconcile import ended_statuses, enforcement, launch_event, with_history
+        from soong_core.reconcile import ended_statuses, enforcement, with_history
 
         listed = self._list_reconciled(tolerant=True)  # history only adds to statuses
         if instance_id is not None:
@@ -530,14 +570,16 @@ class Soong:
             if not listed:
                 raise SoongError(f"no instance {instance_id!r}",
                                  hints=["run `soong status` to list instances"])
-        policies = policy.named_policies(self.plugins.policies(), self.config)
+        policies = self.plugins.policies().create_all(self.config)
         now = self.clock.now()
+        # One history read each for all instances: their leases, then their launches.
+        views = self._views(listed)
+        launches = self.history.latest_events(EventKind.LAUNCH, [i.id for i in listed])
         statuses = []
-        for instance in listed:
-            view = self.view(instance)
+        for instance, view in zip(listed, views):
             decision = policy.evaluate(policies, view, now) if view else None
             price = instance.price_cents_per_hour
-            launch = launch_event(self, instance.id)
+            launch = launches.get(instance.id)
             statuses.append(InstanceStatus(
                 instance=instance, decision=decision,
                 cost_so_far=costs.accrued(price, instance.launched_at, now),
@@ -577,7 +619,7 @@ class Soong:
         if deadline > view.hard_deadline:
             room = max(0.0, view.hard_deadline - view.lease_deadline)
             if not to_max or room <= 0:
-                most = policy.format_duration(room) if room > 0 else "nothing"
+                most = format_duration(room) if room > 0 else "nothing"
                 raise SoongError(
                     f"extending {instance_id} by {hours:g}h would pass its hard limit at "
                     f"{format_timestamp(view.hard_deadline)}: at most {most} more",
@@ -588,8 +630,8 @@ class Soong:
         price = instance.price_cents_per_hour or 0
         now = self.clock.now()
         admission = budget.check_extend(
-            self.plugins.policies(), self.config, now=now, instance_id=instance.id,
-            price_cents_per_hour=price, hours=hours,
+            self.plugins.policies().create_all(self.config), self.config, now=now,
+            instance_id=instance.id, price_cents_per_hour=price, hours=hours,
             ended_costs=lambda since: self.history.ended_cost(since=since),
             running=self._running_costs(listed), type_name=instance.type_name)
         self._record(Event(EventKind.EXTEND, instance.id, now, provider=self.provider.name,
@@ -634,18 +676,25 @@ class Soong:
 
         ended = self.provider.terminate([i.id for i in chosen])
         now = self.clock.now()
-        for instance in chosen:
-            try:
-                self._record(Event(EventKind.TERMINATE, instance.id, now,
-                                   provider=self.provider.name, reason=reason,
-                                   type_name=instance.type_name, region=instance.region,
-                                   cost=costs.accrued(instance.price_cents_per_hour,
-                                                      instance.launched_at, now)))
-            except HistoryError as exc:
-                raise HistoryError(
-                    f"{instance.id} is terminating, but history could not record it: "
-                    f"{exc.message}", hints=["the next soong command records it as ended "
-                                             "outside soong", *exc.hints]) from None
+        events = [Event(EventKind.TERMINATE, instance.id, now, provider=self.provider.name,
+                        reason=reason, type_name=instance.type_name, region=instance.region,
+                        cost=costs.accrued(instance.price_cents_per_hour,
+                                           instance.launched_at, now))
+                  for instance in chosen]
+        try:
+            self.history.record_many(events)  # one transaction for the whole batch
+        except HistoryError as exc:
+            one = len(chosen) == 1
+            which = (f"{chosen[0].id} is terminating, but history could not record it" if one
+                     else f"{len(chosen)} instances are terminating "
+                          f"({', '.join(i.id for i in chosen)}), but history could not "
+                          "record them")
+            raise HistoryError(
+                f"{which}: {exc.message}",
+                hints=[f"the next soong command records {'it' if one else 'them'} as ended "
+                       "outside soong", *exc.hints]) from None
+        for event in events:
+            self.plugins.emit(event, self.config)
         return ended
 
     def termination(self, instance_id: str) -> Event | None:
@@ -670,10 +719,9 @@ class Soong:
         (an open intent no listed instance answers) as if it were running."""
         running = []
         launch_ids = set()
-        for instance in listed:
+        for instance, view in zip(listed, self._views(listed)):
             if instance.launch_id:
                 launch_ids.add(instance.launch_id)
-            view = self.view(instance)
             if view is None or not instance.state.billing or instance.price_cents_per_hour is None:
                 continue
             running.append(budget.RunningCost(instance.price_cents_per_hour, view.launched_at,
@@ -753,7 +801,7 @@ class _Waited:
 
     def __str__(self) -> str:
         seconds = self.seconds
-        return f"{seconds:.2g}s" if seconds < 10 else policy.format_duration(seconds)
+        return f"{seconds:.2g}s" if seconds < 10 else format_duration(seconds)
 
 
 def _lost_while_waiting(instance_id: str, launch_id: str | None, exc: SoongError) -> SoongError:

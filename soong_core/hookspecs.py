@@ -57,8 +57,8 @@ def soong_register_providers(register: Callable[[str, Callable[[Config], Provide
 def soong_register_policies(register: Callable[[str, Callable[[Config], CostPolicy]], None]) -> None:
     """Register cost policies (idle, lease, hard timeout, budget, your own).
 
-    Called when the core evaluates instances (``status``, the agent, the watchdog) or
-    admits a launch or an extension.
+    Called when the core evaluates instances (``status``; the agent and the watchdog
+    are to, once built) or admits a launch or an extension.
 
     :param register: ``register(name, factory)``; ``factory(config)`` returns a
         :class:`~soong_core.interfaces.CostPolicy`. The policy engine runs every
@@ -71,10 +71,11 @@ def soong_register_policies(register: Callable[[str, Callable[[Config], CostPoli
 def soong_register_tunnel_backends(
     register: Callable[[str, Callable[[Config], TunnelBackend]], None],
 ) -> None:
-    """Register tunnel backends (SSH via Fabric, the simulator's ``direct``...).
+    """Register tunnel backends: ways to reach an instance (port forwards, a shell).
 
-    Called when a command needs to reach an instance (``ssh``, ``tunnel``, ``status``
-    when it asks the agent).
+    None is built yet, built-in or otherwise: this hook is the contract for the
+    commands that are to reach an instance (ssh, tunnel), which do not exist yet.
+    Called today only to list what plugins register (``soong plugins``).
 
     :param register: ``register(name, factory)``; ``factory(config)`` returns a
         :class:`~soong_core.interfaces.TunnelBackend`.
@@ -169,7 +170,8 @@ def soong_register_activity_sources(
 ) -> None:
     """Register activity sources: signals that somebody uses the instance (agent side).
 
-    Called by the lease agent on the instance when it starts.
+    Called by the lease agent on the instance when it starts (the agent is not built
+    yet: until then only ``soong plugins`` calls it, to list what plugins register).
 
     :param register: ``register(name, factory)``; ``factory(agent_config)`` returns an
         :class:`~soong_core.interfaces.ActivitySource`. The agent takes the latest
@@ -182,9 +184,10 @@ def soong_register_activity_sources(
 def soong_agent_bundle_modules() -> Iterable[str] | None:
     """Name the pure-Python modules the lease agent must carry to the instance.
 
-    Called when the agent's zipapp is built. A plugin whose policies or activity
-    sources should run on the instance names its module here (and itself, since the
-    agent loads it as a plugin there).
+    Called when the agent's zipapp is built (not built yet: the plugin manager's
+    ``agent_bundle_modules()`` collects and checks the answers for it). A plugin whose
+    policies or activity sources should run on the instance names its module here (and
+    itself, since the agent loads it as a plugin there).
 
     :return: importable module or package names (``["soong_curfew"]``) or None. The
         union over all plugins is bundled; they must need only the standard library.

@@ -35,20 +35,35 @@ if TYPE_CHECKING:
 
 
 class Capability(str, enum.Enum):
-    """Things a provider may be unable to do. Providers list what they lack, with why."""
+    """Things a provider may be unable to do. Providers list what they lack, with why.
+
+    Each value's note says where soong checks it. ``TAGS`` and ``USER_DATA`` are what
+    soong needs to manage an instance at all (:data:`MANAGED_NEEDS`): a provider lacking
+    either is refused before a launch is planned. The others guard the methods that
+    need them, except ``SSH_KEY_GENERATION``, ``BATCH_TERMINATE`` and ``FIREWALL``:
+    nothing in soong needs those, so they inform the user only.
+    """
 
     STOP = "stop"
-    """Stop an instance and keep its disk, to start it again later."""
+    """Stop an instance and keep its disk, to start it again later (:meth:`Provider.stop`)."""
     RESTART = "restart"
+    """Restart an instance (:meth:`Provider.restart`)."""
     TAGS = "tags"
-    """Attach tags at launch. Without them soong cannot manage an instance's limits."""
+    """Attach tags at launch. Without them soong cannot manage an instance's limits:
+    refused before a launch (:func:`require_manageable`)."""
     USER_DATA = "user_data"
-    """Run a cloud-init script at boot. Without it the lease agent cannot travel."""
+    """Run a cloud-init script at boot. Without it the lease agent cannot travel:
+    refused before a launch (:func:`require_manageable`)."""
     FILESYSTEMS = "filesystems"
+    """Persistent filesystems (``start --filesystem`` requires it before the panel)."""
     SSH_KEY_GENERATION = "ssh_key_generation"
+    """Generate a key pair in ``add_ssh_key`` (soong itself always sends a public key)."""
     BATCH_TERMINATE = "batch_terminate"
+    """Terminate several ids in one call (``terminate`` takes several either way)."""
     FIREWALL = "firewall"
+    """Manage firewall rules (soong manages none)."""
     IMAGES = "images"
+    """List images (:meth:`Provider.list_images`)."""
 
     @property
     def phrase(self) -> str:
@@ -67,6 +82,28 @@ _PHRASES = {
     Capability.FIREWALL: "manage firewall rules",
     Capability.IMAGES: "list images",
 }
+
+MANAGED_NEEDS: Mapping[Capability, str] = {
+    Capability.TAGS: "its launch time and deadlines travel in its tags",
+    Capability.USER_DATA: "soong's lease agent travels in the launch's user_data",
+}
+"""What soong needs of a provider to manage the instances it launches there, each with
+why (ending "soong cannot manage an instance launched there: <why>")."""
+
+
+def require_manageable(provider: Provider) -> None:
+    """Raise :class:`UnsupportedError` when ``provider`` lacks a capability of
+    :data:`MANAGED_NEEDS`: one line naming the provider, the capability, the provider's
+    reason and soong's. The core calls it before planning a launch (and before waiting
+    for capacity for one), so the user hears it before anything else."""
+    for capability, why in MANAGED_NEEDS.items():
+        if not provider.supports(capability):
+            reason = " ".join(str(provider.unsupported[capability]).split())
+            raise UnsupportedError(
+                f"provider {provider.name!r} cannot {capability.phrase} ({reason}): soong "
+                f"cannot manage an instance launched there: {why}",
+                hints=["choose a provider that can, with `soong configure --provider NAME` "
+                       "(`soong plugins` lists the loaded ones)"])
 
 
 class Provider(ABC):
@@ -89,10 +126,10 @@ class Provider(ABC):
     """The config key holding this provider's API key (``"lambda.api_key"``): ``soong
     configure`` asks for it, hidden, and proves it with one call before saving."""
     filesystem_key: ClassVar[str | None] = None
+    """The config key naming the filesystem to attach by default, if the provider has one."""
     name_max_length: ClassVar[int | None] = None
     """The longest instance name the provider accepts, in characters (``None``: no known
     limit): ``start --name`` refuses a longer one at once, before the panel."""
-    """The config key naming the filesystem to attach by default, if the provider has one."""
     profile_keys: ClassVar[tuple[str, ...]] = ()
     """The config keys that say which cloud and account this provider talks to (its
     endpoint, key, account id): what ``soong configure`` under a profile writes there,

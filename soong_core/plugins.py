@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 import pluggy
@@ -143,6 +144,11 @@ class Registry(Generic[T]):
                               f"{type(obj).__name__}, not a {self.interface.__name__}")
         return obj
 
+    def create_all(self, config: Mapping[str, Any]) -> list[tuple[str, T]]:
+        """``[(name, object)]`` for every registered name, in registration order, each
+        made by :meth:`create` (what the policy engine and admission run over)."""
+        return [(name, self.create(name, config)) for name in self._entries]
+
 
 class Plugins:
     """A typed facade over one pluggy manager: the rest of soong never calls ``pm.hook``."""
@@ -197,7 +203,7 @@ class Plugins:
         from importlib import import_module
 
         for name, module in builtins:
-            self._load(name, lambda module=module: import_module(module),
+            self._load(name, partial(import_module, module),
                        distribution="soong", version=__version__, builtin=True)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
@@ -328,7 +334,8 @@ class Plugins:
             "activity_sources": self.activity_sources,
             "commands": self.commands,
         }
-        result = {info.name: {kind: [] for kind in REGISTRATION_KINDS} for info in self.info()}
+        result: dict[str, dict[str, list[str]]] = {
+            info.name: {kind: [] for kind in REGISTRATION_KINDS} for info in self.info()}
         for kind in REGISTRATION_KINDS:
             for entry in registries[kind]():
                 by_kind = result.setdefault(entry.plugin, {k: [] for k in REGISTRATION_KINDS})
@@ -368,18 +375,13 @@ class Plugins:
         for impl in self._impls("soong_prepare_launch"):
             plugin = impl.plugin_name
             contribution = _contribution(
-                plugin, lambda impl=impl: _call(impl, {"request": request, "config": config}),
+                plugin, partial(_call, impl, {"request": request, "config": config}),
                 doing="prepare the launch", source="soong_prepare_launch")
             if contribution is None:
                 continue
             merged = _merge(merged, contribution, plugin)
             found.append((plugin, contribution))
         return found
-
-    def prepare_launch(self, request: LaunchRequest, config: Mapping[str, Any]) -> LaunchRequest:
-        """The request with every plugin's contribution merged, ``finish`` parts included
-        (what a launch sends; ``Soong.launch`` does the two steps apart)."""
-        return finish_launch(request, self.launch_contributions(request, config))
 
     def status_details(self, instance: Instance, config: Mapping[str, Any]) -> dict[str, Any]:
         """``{plugin: details}``; a failing plugin is a warning, the rest still show."""
@@ -447,7 +449,7 @@ def finish_launch(request: LaunchRequest,
         finish = contribution.finish
         if finish is None:
             continue
-        extra = _contribution(plugin, lambda finish=finish: finish(request),
+        extra = _contribution(plugin, partial(finish, request),
                               doing="finish the launch", source="finish")
         if extra is not None:
             request = _merge(request, LaunchContribution(extra.tags, extra.user_data_parts),

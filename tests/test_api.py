@@ -461,3 +461,77 @@ def test_losing_the_api_while_waiting_says_the_instance_may_be_billing(
         "is it running?", f"once the API answers: check it with `soong status`, or stop it "
                           f"with `soong stop {instance.id}`")
     assert err.value.detail == "connection refused"
+
+
+@pytest.mark.parametrize("extra", [{"hours": 3}, {"name": "other"}, {"filesystem_names": ["x"]},
+                                   {"type_name": "gpu_1x_a100"}])
+def test_launch_takes_a_plan_or_its_arguments_never_both(
+        soong: Soong, fake_provider: FakeProvider, extra: dict[str, Any]) -> None:
+    plan = soong.plan_launch(hours=2)
+    with pytest.raises(UsageError, match="launch takes a plan or the launch's arguments, "
+                                         "not both"):
+        soong.launch(plan=plan, **extra)
+    assert [c for c, _ in fake_provider.calls if c == "launch"] == []
+    assert soong.history.events() == []  # refused before the intent
+    instance = soong.launch(hours=3, name="by-arguments", model="m")
+    [request] = [r for c, r in fake_provider.calls if c == "launch"]
+    assert (request.lease_hours, request.name, request.model) == (3, "by-arguments", "m")
+    assert instance.name == "by-arguments"
+
+
+def test_a_stop_of_many_records_their_endings_in_one_transaction(
+        soong: Soong, clock: ManualClock, fake_provider: FakeProvider) -> None:
+    from soong_core.models import Event
+
+    heard: list[Event] = []
+
+    class Listener:
+        from soong_core import hookimpl
+
+        @hookimpl
+        def soong_lifecycle_event(self, event: Event, config: Any) -> None:
+            heard.append(event)
+
+    fleet = [soong.launch() for _ in range(5)]
+    clock.advance(HOUR)
+    soong.plugins.register(Listener(), "listener")
+    statements: list[str] = []
+    soong.history._db.set_trace_callback(statements.append)
+    soong.stop_instances(fleet)
+    soong.history._db.set_trace_callback(None)
+    writes = [n for n, s in enumerate(statements) if s.startswith("INSERT INTO events")]
+    assert len(writes) == 5
+    between = statements[writes[0]:writes[-1]]  # no transaction ends or begins in there
+    assert "COMMIT" not in between and "BEGIN IMMEDIATE" not in between
+    assert "COMMIT" in statements[writes[-1]:]
+    assert [e.instance_id for e in heard] == [i.id for i in fleet]  # each still announced
+    assert len(soong.history.events(kinds=[EventKind.TERMINATE])) == 5
+
+
+def test_history_failing_after_a_stop_of_many_names_them_all_and_what_comes_next(
+        soong: Soong, clock: ManualClock, fake_provider: FakeProvider,
+        monkeypatch: Any) -> None:
+    from soong_core.history import HistoryError
+
+    fleet = [soong.launch() for _ in range(3)]
+    one = soong.launch()
+
+    def refuse(events: Any) -> None:
+        raise HistoryError("cannot write to the history database /h: disk I/O error",
+                           hints=["check the disk"])
+
+    monkeypatch.setattr(soong.history, "record_many", refuse)
+    with pytest.raises(HistoryError) as caught:
+        soong.stop_instances(fleet)
+    ids = ", ".join(i.id for i in fleet)
+    assert caught.value.message == (
+        f"3 instances are terminating ({ids}), but history could not record them: cannot "
+        "write to the history database /h: disk I/O error")
+    assert list(caught.value.hints) == ["the next soong command records them as ended "
+                                        "outside soong", "check the disk"]
+    with pytest.raises(HistoryError) as single:
+        soong.stop_instances([one])
+    assert single.value.message.startswith(f"{one.id} is terminating, but history could not "
+                                           "record it: ")
+    assert single.value.hints[0] == "the next soong command records it as ended outside soong"
+    assert not any(i.state.billing for i in fake_provider.list_instances())  # all stopped

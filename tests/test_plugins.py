@@ -28,8 +28,15 @@ from soong_core.plugins import (
     REGISTRATION_KINDS,
     REQUIRED_PLUGINS,
     Plugins,
+    finish_launch,
     make_plugins,
 )
+
+
+def prepared(plugins: Plugins, request: LaunchRequest, config: Any) -> LaunchRequest:
+    """``request`` as a launch sends it: every contribution merged, ``finish`` included
+    (the two steps ``Soong.plan_launch`` and ``Soong.launch`` take)."""
+    return finish_launch(request, plugins.launch_contributions(request, config))
 
 
 def module_plugin(name: str, **hooks: Any) -> types.ModuleType:
@@ -389,8 +396,8 @@ def test_soong_prepare_launch_merges_tags_and_user_data_in_order(
     register_plugin(module_plugin("second", soong_prepare_launch=lambda request, config:
                                   LaunchContribution(user_data_parts=("echo second",))), "second")
     register_plugin(module_plugin("none", soong_prepare_launch=lambda request: None), "none")
-    request = plugins.prepare_launch(LaunchRequest("gpu_1x_a10", ("us-east-1",),
-                                                   tags={"soong:launch-id": "abc"}), {})
+    request = prepared(plugins, LaunchRequest("gpu_1x_a10", ("us-east-1",),
+                                              tags={"soong:launch-id": "abc"}), {})
     assert request.tags == {"soong:launch-id": "abc", "first:tag": "1"}
     # last registered is called first: "second" before "first"
     assert request.user_data == "echo second\n#!/bin/bash\necho first"
@@ -401,17 +408,17 @@ def test_soong_prepare_launch_failures_abort_the_launch(plugins: Plugins, regist
         tags={"soong:launch-id": "other"})), "clash")
     with pytest.raises(PluginError, match="plugin 'clash' sets tag 'soong:launch-id', which "
                                           "soong writes itself"):
-        plugins.prepare_launch(LaunchRequest("t", ("r",), tags={"soong:launch-id": "abc"}), {})
+        prepared(plugins, LaunchRequest("t", ("r",), tags={"soong:launch-id": "abc"}), {})
     plugins.unregister("clash")
     register_plugin(module_plugin("twice", soong_prepare_launch=lambda request: LaunchContribution(
         tags={"team:owner": "bob"})), "twice")
     with pytest.raises(PluginError, match="plugin 'twice': plugin 'twice' sets tag 'team:owner'"):
-        plugins.prepare_launch(LaunchRequest("t", ("r",), tags={"team:owner": "alice"}), {})
+        prepared(plugins, LaunchRequest("t", ("r",), tags={"team:owner": "alice"}), {})
     plugins.unregister("twice")
     register_plugin(module_plugin("badtag", soong_prepare_launch=lambda request: LaunchContribution(
         tags={"Bad Key": "x"})), "badtag")
     with pytest.raises(PluginError, match="must match"):
-        plugins.prepare_launch(LaunchRequest("t", ("r",)), {})
+        prepared(plugins, LaunchRequest("t", ("r",)), {})
     plugins.unregister("badtag")
 
     def boom(request: LaunchRequest) -> None:
@@ -420,7 +427,7 @@ def test_soong_prepare_launch_failures_abort_the_launch(plugins: Plugins, regist
     register_plugin(module_plugin("boom", soong_prepare_launch=boom), "boom")
     with pytest.raises(PluginError, match="plugin 'boom' failed to prepare the launch: "
                                           "RuntimeError: agent bundle missing"):
-        plugins.prepare_launch(LaunchRequest("t", ("r",)), {})
+        prepared(plugins, LaunchRequest("t", ("r",)), {})
 
 
 def test_soong_status_details_are_kept_per_plugin(
@@ -465,3 +472,19 @@ def test_soong_register_commands_registry(plugins: Plugins, register_plugin: Any
     register_plugin(module_plugin("cmds", soong_register_commands=lambda register: register(
         "hello", object)), "cmds")
     assert plugins.commands().get("hello").plugin == "cmds"
+
+
+def test_registry_create_all_makes_every_entry_in_order_with_the_config(
+        plugins: Plugins, register_plugin: Any) -> None:
+    import soong_curfew  # examples/soong-curfew, put on sys.path by conftest
+
+    register_plugin(soong_curfew, "curfew")
+    made = plugins.policies().create_all({"curfew": {"hour": 7}})
+    # the third party registers first (called first), then the built-ins in their order
+    assert [name for name, _ in made] == ["curfew", "lease", "hard_timeout", "idle", "budget"]
+    assert dict(made)["curfew"].hour == 7  # each factory got the config
+    register_plugin(module_plugin("wrongtype", soong_register_policies=lambda register: register(
+        "notapolicy", lambda config: object())), "wrongtype")
+    with pytest.raises(PluginError, match="plugin 'wrongtype': cost policy 'notapolicy' is a "
+                                          "object, not a CostPolicy"):
+        plugins.policies().create_all({})

@@ -232,7 +232,7 @@ class SoongApplication(Application):
         words = io.input.argument("command") or []
         self._words = [str(word) for word in words]
         if not words and io.input.has_parameter_option(["--help", "-h"], True):
-            namespace = []
+            namespace: list[str] = []
         elif len(words) == 1 and self._is_namespace_only(words[0]):
             namespace = words  # `soong config` -> `soong list config`
         else:

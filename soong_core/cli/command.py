@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TextIO, cast
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, TextIO
 
 from cleo.commands.command import Command
 
@@ -11,13 +11,20 @@ if TYPE_CHECKING:
 
     from soong_core.api import Soong
     from soong_core.cli.application import SoongApplication
-    from soong_core.config import Config
+    from soong_core.config import Config, ConfigSchema
     from soong_core.plugins import Plugins
 
 
 class SoongCommand(Command):
     """Subclass this for soong commands (plugins too): Ctrl-C reaches the application,
     which prints "interrupted" and exits 130, instead of cleo's silent exit 1."""
+
+    needs_credential: ClassVar[bool] = False
+    """True for a command that can do nothing without the provider's credential (it
+    lists or changes instances). When no credential can be configured at all, its
+    :attr:`soong` fails at once with the provider's own error, before the configuration
+    is validated and the provider built (yaml, cerberus, requests): see
+    :func:`missing_credential`."""
 
     def execute(self, io: IO) -> int:
         self._io = io
@@ -76,7 +83,7 @@ class SoongCommand(Command):
         application = self.application
         if not isinstance(application, SoongApplication):
             raise RuntimeError(f"command {self.name!r} runs only inside the soong application")
-        return cast("SoongApplication", application)
+        return application
 
     @property
     def plugins(self) -> Plugins:
@@ -88,7 +95,7 @@ class SoongCommand(Command):
     def config(self) -> Config:
         """The validated configuration, loaded on first use (a command that never reads
         it never imports yaml or cerberus): the global ``--config`` file or the default,
-        the environment, then :meth:`config_overrides`."""
+        the environment, then :meth:`run_overrides`."""
         if self._config is None:
             from soong_core.config import load_config
 
@@ -104,10 +111,48 @@ class SoongCommand(Command):
     def soong(self) -> Soong:
         """The embedding API over this run's config and plugins (made on first use)."""
         if self._soong is None:
+            if self.needs_credential and self._config is None:
+                self._fail_without_credential()
             from soong_core.api import Soong
 
             self._soong = Soong(self.config, plugins=self.plugins)
         return self._soong
+
+    def _fail_without_credential(self) -> None:
+        """Raise the provider's "no credential" error when nothing can hold one: no
+        config file, no profile, no per-run value, no config variable in the
+        environment (see :attr:`needs_credential`). Otherwise return, and the full
+        load decides: only it can read a file, and it reports every other problem."""
+        import os
+
+        from soong_core.config import CORE, CORE_SCHEMA, ConfigSchema, default_config_path
+        from soong_core.errors import ConfigError
+
+        app = self.app
+        if app.profile is not None or app.config_path:
+            return
+        if any(value is not None for value in self.run_overrides().values()):
+            return
+        try:
+            os.stat(default_config_path())
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # unreadable: the full load says why
+        else:
+            return  # a file may hold the key
+        try:
+            sections: dict[str, Mapping[str, Mapping[str, Any]]] = dict(CORE_SCHEMA)
+            owners = dict.fromkeys(sections, CORE)
+            for section, (plugin, rules) in self.plugins.config_sections().items():
+                if section in sections:
+                    return  # a plugin takes a core section: the full load names it
+                sections[section], owners[section] = rules, plugin
+            message = missing_credential(ConfigSchema(sections, owners), os.environ)
+        except Exception:  # a plugin's broken schema: the full load names it
+            return
+        if message is not None:
+            raise ConfigError(message)
 
     def confirm_or_exit(self, question: str, *, yes: bool) -> None:
         """Ask ``question`` (default no) unless ``yes``; refuse to guess when nobody can answer."""
@@ -148,19 +193,34 @@ class SoongCommand(Command):
         return line.strip()
 
     def run_overrides(self) -> dict[str, Any]:
-        """The global options that stand for config keys, then :meth:`config_overrides`."""
-        overrides: dict[str, Any] = {"defaults.api_timeout_seconds": self.app.api_timeout}
-        overrides.update(self.config_overrides())
-        return overrides
+        """The config values this run's global options stand for, ``{"section.key":
+        value}``: ``--api-timeout`` as typed (the config coerces and checks it) at
+        ``defaults.api_timeout_seconds``, ``None`` when not given. They win over file
+        and environment for this run and are never saved."""
+        return {"defaults.api_timeout_seconds": self.app.api_timeout}
 
-    def config_overrides(self) -> Mapping[str, Any]:
-        """Per-run values from this command's flags, ``{"section.key": value}``.
 
-        Override in commands whose flags stand for config keys (``start --lease 6``
-        gives ``{"defaults.lease_hours": 6}``); ``None`` means the flag was not given.
-        They win over file and environment for this run and are never saved.
-        """
-        return {}
+def missing_credential(schema: ConfigSchema, environ: Mapping[str, str]) -> str | None:
+    """The message of the default provider's missing credential, when neither the
+    defaults nor ``environ`` can give one (the caller knows no file or profile can);
+    ``None`` when they may, or when the provider declares no credential.
+
+    A provider declares its credential in its plugin's schema: the key whose rules say
+    ``meta: {credential: {provider: NAME, missing: MESSAGE}}``. Any variable the config
+    reads (``SOONG_...`` or an alias) counts as "may": it could hold the key, name
+    another provider, or be invalid, which the full load reports first.
+    """
+    if any(name in environ for name in schema.env_names()):
+        return None
+    provider = schema.default("defaults.provider")
+    for key in schema.keys():
+        meta = schema.rules(key).get("meta")
+        credential = meta.get("credential") if isinstance(meta, Mapping) else None
+        if (isinstance(credential, Mapping) and credential.get("provider") == provider
+                and isinstance(credential.get("missing"), str)
+                and not schema.default(key)):
+            return str(credential["missing"])
+    return None
 
 
 def read_hidden_line(stream: TextIO, prompt: Callable[[], None]) -> str | None:

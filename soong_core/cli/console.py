@@ -5,7 +5,7 @@ Import this module only inside ``handle()``: it imports rich.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from cleo.io.outputs.output import Type
 from rich.console import Console
@@ -41,7 +41,8 @@ def make_console(io: IO, *, error: bool = False) -> Console:
     """A rich console on stdout (or stderr) that is coloured exactly when cleo's output is."""
     output = io.error_output if error else io.output
     decorated = output.is_decorated()
-    return Console(file=_CleoStream(io, error), force_terminal=decorated, no_color=not decorated,
+    stream = cast("TextIO", _CleoStream(io, error))  # rich needs only write, flush, isatty
+    return Console(file=stream, force_terminal=decorated, no_color=not decorated,
                    color_system="auto" if decorated else None, highlight=False,
                    quiet=io.output.is_quiet(), width=None if decorated else 100)
 

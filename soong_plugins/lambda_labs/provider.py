@@ -34,9 +34,10 @@ from soong_core.models import (
     Region,
     SshKey,
     format_timestamp,
+    same_public_key,
 )
 from soong_plugins.lambda_labs import bundled, convert, errors
-from soong_plugins.lambda_labs.cache import TTL, TypeCache
+from soong_plugins.lambda_labs.cache import CAPACITY_TTL, TypeCache
 from soong_plugins.lambda_labs.checks import NAME_MAX, check_launch
 from soong_plugins.lambda_labs.client import LambdaClient, Launched
 from soong_plugins.lambda_labs.redact import get_logger
@@ -55,9 +56,6 @@ either, and saying so is more useful than stale prices)."""
 
 LAUNCH_GRACE_SECONDS = 60.0
 """How long after launching it a 404 for an instance means "not listed yet" (wall s)."""
-MEMO_SECONDS = 5.0
-"""Within one process the catalogue is reused this long, so the several questions of one
-command (type, price, regions) cost one request, and a poll every 10 s is always live."""
 
 
 class LambdaProvider(Provider):
@@ -80,7 +78,7 @@ class LambdaProvider(Provider):
 
     def __init__(self, api_url: str = DEFAULT_API_URL, api_key: str | None = None, *,
                  filesystem_name: str | None = None, cache_dir: Path | None = None,
-                 state: ProcessState | None = None, cache_ttl: float | None = None,
+                 state: ProcessState | None = None,
                  api_timeout: float | None = API_TIMEOUT) -> None:
         self.endpoint = api_url.rstrip("/")
         self.default_filesystem = filesystem_name
@@ -89,8 +87,7 @@ class LambdaProvider(Provider):
         self.client = LambdaClient(Transport(self.endpoint, api_key, state=state,
                                              api_timeout=api_timeout,
                                              identity=lambda: self.identity))
-        self.cache = TypeCache(self.endpoint, cache_dir,
-                               ttl=TTL if cache_ttl is None else cache_ttl)
+        self.cache = TypeCache(self.endpoint, cache_dir)
         self._types: list[InstanceType] | None = None
         self._types_data: dict[str, Any] | None = None
         self._types_at = float("-inf")
@@ -99,8 +96,10 @@ class LambdaProvider(Provider):
         """Cloud seconds per wall second: the factor of an accelerated ``clock`` (a
         simulator's), so the API's clock is carried forward at its own pace."""
         self.catalogue_source = "none"
-        """Where the last catalogue came from: ``live``, ``cache`` (fresh, within the
-        TTL), ``stale-cache`` or ``bundled`` (the pricing call failed)."""
+        """Where the last catalogue came from: ``live``; ``cache`` (the disk cache, its
+        capacity within :data:`~.cache.CAPACITY_TTL`; or, the call having failed, its
+        prices within :data:`~.cache.CATALOGUE_TTL` and capacity unknown); ``stale-cache``
+        (older) or ``bundled`` (the pricing call failed)."""
         self.catalogue_error: errors.LambdaError | None = None
         """Why the last catalogue is not live (``stale-cache``, ``bundled``), else ``None``."""
 
@@ -130,16 +129,17 @@ class LambdaProvider(Provider):
     # -- catalogue -------------------------------------------------------------------------
 
     def list_instance_types(self) -> list[InstanceType]:
-        """Types with prices and capacity: from the disk cache within its TTL (the first
-        call of a process), else live. A process that asks again (``--wait-for-capacity``
-        polls) gets a live answer once :data:`MEMO_SECONDS` have passed."""
-        if self._types is not None and self.cache.now() - self._types_at < MEMO_SECONDS:
+        """Types with prices and capacity no older than :data:`~.cache.CAPACITY_TTL`:
+        this process's last answer, else the disk cache's, else a live one (so the
+        several questions of one command cost one request, and each poll of
+        ``--wait-for-capacity`` is live)."""
+        if self._types is not None and self.cache.now() - self._types_at < CAPACITY_TTL:
             return list(self._types)  # a fallback too: one command waits for retries once
-        if self._types is None:
-            cached = self.cache.fresh(self._key)
-            if cached is not None:
-                self._keep(cached.data, "cache", convert.instance_types(cached.data))
-                return list(self._types or [])
+        cached = self.cache.with_capacity(self._key)
+        if cached is not None:
+            self._keep(cached.data, "cache", convert.instance_types(cached.data),
+                       at=cached.fetched_at)
+            return list(self._types or [])
         return self._fetch_types()
 
     def _fetch_types(self) -> list[InstanceType]:
@@ -154,19 +154,29 @@ class LambdaProvider(Provider):
         return list(self._types or [])
 
     def _keep(self, data: dict[str, Any], source: str, types: list[InstanceType],
-              error: errors.LambdaError | None = None) -> None:
+              error: errors.LambdaError | None = None, *, at: float | None = None) -> None:
+        """Remember a catalogue as of ``at``, the time of its answer (default now: a live
+        answer, or a fallback, which then stands as long so that retries are not redone)."""
         self._types_data, self.catalogue_source, self._types = data, source, types
         self.catalogue_error = error
-        self._types_at = self.cache.now()
+        self._types_at = self.cache.now() if at is None else at
 
     def _expire_types(self) -> None:
-        """Capacity just proved wrong: the next question asks the API."""
-        self.cache.expire()
+        """Capacity just proved wrong: the next question about it asks the API, in this
+        process and the next (the catalogue stays good for prices)."""
+        self.cache.invalidate_capacity()
         self._types_at = float("-inf")
 
     def _fallback_types(self, exc: errors.LambdaError) -> list[InstanceType]:
-        cached = self.cache.load()
-        if cached is not None:
+        current = self.cache.catalogue(self._key)
+        cached = current or self.cache.load()
+        if current is not None:
+            when = format_timestamp(current.fetched_at)
+            log.warning("could not get Lambda Cloud's catalogue (%s): its prices of %s still "
+                        "stand; capacity unknown", exc.message, when)
+            self._keep(current.data, "cache",
+                       convert.instance_types(current.data, "capacity unknown"), exc)
+        elif cached is not None:
             when = format_timestamp(cached.fetched_at)
             note = f"cached price list from {when}; capacity unknown"
             log.warning("could not get Lambda Cloud's prices (%s): estimates use the price "
@@ -257,9 +267,9 @@ class LambdaProvider(Provider):
                 log.warning("no capacity for %s in %s: launched in %s instead",
                             request.type_name, ", ".join(tried), region)
             return self._launched(request, launched, region, tags, tried)
-        error = self._no_capacity(request.type_name, tried)
-        error.nothing_launched = certain
-        raise error
+        gone = self._no_capacity(request.type_name, tried)
+        gone.nothing_launched = certain
+        raise gone
 
     def _regions_for(self, request: LaunchRequest) -> list[str]:
         """``request.regions`` in order, keeping only those where every requested
@@ -365,7 +375,7 @@ class LambdaProvider(Provider):
             # The simulator answers a taken name with invalid-parameters, the API may say
             # duplicate: either way, look at what is there.
             existing = [k for k in self.list_ssh_keys() if k.name == name]
-            if public_key and existing and _same_key(existing[0].public_key, public_key):
+            if public_key and existing and same_public_key(existing[0].public_key, public_key):
                 return existing[0]
             if existing:
                 raise errors.DuplicateError(
@@ -399,11 +409,6 @@ class LambdaProvider(Provider):
         self.client.delete_filesystem(filesystem_id)
 
 
-def _same_key(a: str, b: str) -> bool:
-    """Public keys compared without their comments."""
-    return a.split()[:2] == b.split()[:2]
-
-
 def _api_timeout(config: Mapping[str, Any]) -> float:
     """``defaults.api_timeout_seconds`` (``--api-timeout``), else the default."""
     value = (config.get("defaults") or {}).get("api_timeout_seconds")
@@ -411,8 +416,3 @@ def _api_timeout(config: Mapping[str, Any]) -> float:
             or value == float("inf"):
         return API_TIMEOUT
     return float(value)
-
-
-def provider_from_config(config: Mapping[str, Any]) -> LambdaProvider:
-    """The factory registered as provider ``lambda``."""
-    return LambdaProvider.from_config(config)

@@ -19,7 +19,9 @@ from soong_core.cli.command import SoongCommand
 from soong_core.errors import SoongError, UsageError
 
 if TYPE_CHECKING:
+    from soong_core.api import Soong
     from soong_core.config import Config
+    from soong_core.models import InstanceType
 
 
 class ConfigureCommand(SoongCommand):
@@ -116,12 +118,12 @@ class ConfigureCommand(SoongCommand):
                            partial_plugins=self.app.no_plugins, profile=self.app.profile,
                            missing_ok=True)
 
-    def _soong_with(self, values: dict[str, Any]) -> Any:
+    def _soong_with(self, values: dict[str, Any]) -> Soong:
         from soong_core.api import Soong
 
         return Soong(self._load(values), plugins=self.plugins)
 
-    def _provider_name(self, config: Any) -> str:
+    def _provider_name(self, config: Config) -> str:
         name = self.option("provider") or config["defaults"]["provider"]
         self.plugins.providers().get(name)  # unknown: one line listing the known ones
         self._values["defaults.provider"] = name
@@ -129,9 +131,9 @@ class ConfigureCommand(SoongCommand):
             self._given.add("defaults.provider")
         return name
 
-    def _credential(self, soong: Any) -> str | None:
+    def _credential(self, soong: Soong) -> str | None:
         """Ask for (or read) the provider's key and prove it with one call; never echo it."""
-        key_path = getattr(soong.provider, "credential_key", None)
+        key_path = soong.provider.credential_key
         if not key_path:
             return None
         current = soong.config.get(key_path)
@@ -180,7 +182,9 @@ class ConfigureCommand(SoongCommand):
 
     # -- SSH key ----------------------------------------------------------------------------
 
-    def _ssh_key(self, soong: Any) -> None:
+    def _ssh_key(self, soong: Soong) -> None:
+        from soong_core.models import same_public_key
+
         ssh = soong.config.get("ssh") or {}
         key_path = Path(os.path.expanduser(self.option("key-path") or ssh.get("key_path")
                                            or "~/.ssh/id_ed25519"))
@@ -198,7 +202,7 @@ class ConfigureCommand(SoongCommand):
         if existing is None:
             soong.provider.add_ssh_key(key_name, public_key)
             self.line(f"<info>registered</info> SSH key {key_name} ({public})")
-        elif existing.public_key and _key_body(existing.public_key) != _key_body(public_key):
+        elif existing.public_key and not same_public_key(existing.public_key, public_key):
             raise SoongError(f"the provider already has an SSH key named {key_name} with another "
                              f"public key than {public}",
                              hints=["choose another name with --key-name, or another local key "
@@ -221,7 +225,9 @@ class ConfigureCommand(SoongCommand):
                                                     default=True):
             raise UsageError("an SSH key is needed to reach instances",
                              hints=["create one with ssh-keygen, or pass --no-ssh-key"])
-        key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from soong_core.files import private_dir
+
+        private_dir(key_path.parent)
         try:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "soong",
                             "-f", str(key_path)], check=True, capture_output=True, timeout=60)
@@ -235,7 +241,7 @@ class ConfigureCommand(SoongCommand):
 
     # -- catalogue ------------------------------------------------------------------------
 
-    def _catalogue_choices(self, soong: Any, types: list[Any]) -> None:
+    def _catalogue_choices(self, soong: Soong, types: list[InstanceType]) -> None:
         from soong_core.costs import format_rate
 
         defaults = soong.config["defaults"]
@@ -270,7 +276,7 @@ class ConfigureCommand(SoongCommand):
         model = self._ask("defaults.model", "Default model (optional)", defaults["model"],
                           self.option("model"))
         self._values["defaults.model"] = None if model in (None, "", "none") else model
-        filesystem_key = getattr(soong.provider, "filesystem_key", None)
+        filesystem_key = soong.provider.filesystem_key
         if filesystem_key:
             current = soong.config.get(filesystem_key)
             filesystem = self._ask(filesystem_key, "Filesystem to attach (optional)", current,
@@ -279,7 +285,7 @@ class ConfigureCommand(SoongCommand):
 
     # -- limits ---------------------------------------------------------------------------
 
-    def _limits(self, soong: Any, types: list[Any]) -> None:
+    def _limits(self, soong: Soong, types: list[InstanceType]) -> None:
         from soong_core.costs import estimate, format_money
 
         defaults, budget = soong.config["defaults"], soong.config["budget"]
@@ -308,13 +314,12 @@ class ConfigureCommand(SoongCommand):
 
 
 def _number(value: Any, flag: str) -> float | int:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
+    from soong_core.numbers import parse_number
+
     try:
-        number = float(str(value))
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not a number") from None
-    return int(number) if number.is_integer() else number
+        return parse_number(value, flag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _same(value: Any, config: Config, key: str) -> bool:
@@ -323,7 +328,3 @@ def _same(value: Any, config: Config, key: str) -> bool:
 
     return same_value(value, config.get(key))
 
-
-def _key_body(public_key: str) -> str:
-    """``ssh-ed25519 AAAA... comment`` -> ``ssh-ed25519 AAAA...``: comments may differ."""
-    return " ".join(public_key.split()[:2])

@@ -35,12 +35,12 @@ class PluginsCommand(SoongCommand):
             self.io.write_line(json.dumps(rows, indent=2), type=Type.RAW)
             return 0
         header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERS", "HOOKS")
-        rows = [(p.name, p.distribution, p.version,
+        table = [(p.name, p.distribution, p.version,
                  f"{p.status} (required)" if p.required else p.status,
                  describe_registrations(registrations[p.name]),
                  p.error if p.error else ", ".join(h.removeprefix("soong_") for h in p.hooks) or "-")
                 for p in infos]
-        self._table(header, rows)
+        self._table(header, table)
         return 0
 
     def _table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cleo.helpers import option
 from cleo.io.inputs.option import Option
 
 from soong_core.cli.command import SoongCommand
+
+if TYPE_CHECKING:
+    from soong_core.api import LaunchPlan, Soong
+    from soong_core.interfaces import Provider
 
 
 class StartCommand(SoongCommand):
@@ -38,10 +42,12 @@ class StartCommand(SoongCommand):
     def handle(self) -> int:
         from soong_core.cli.console import Phases, make_console
         from soong_core.errors import UsageError
+        from soong_core.interfaces import require_manageable
 
         if self.option("wait") and self.option("no-wait"):
             raise UsageError("--wait and --no-wait contradict each other", hints=["give one"])
         soong = self.soong
+        require_manageable(soong.provider)  # before anything is waited for or shown
         name = _checked_name(self.option("name"), soong.provider)
         regions = list(dict.fromkeys(self.option("region") or []))
         gpu = self.option("gpu") or soong.config["defaults"]["gpu"]
@@ -55,7 +61,7 @@ class StartCommand(SoongCommand):
             regions = [r for r in regions if r in found] or found
         elif self.option("timeout") is not None:
             raise UsageError("--timeout applies only with --wait-for-capacity")
-        filesystem = self.option("filesystem") or getattr(soong.provider, "default_filesystem", None)
+        filesystem = self.option("filesystem") or soong.provider.default_filesystem
         plan = soong.plan_launch(gpu, regions=regions or None, hours=_hours(self.option("hours")),
                                  name=name, model=self.option("model"),
                                  filesystem_names=(filesystem,) if filesystem else ())
@@ -64,7 +70,7 @@ class StartCommand(SoongCommand):
         console = make_console(self.io)
         console.print(_panel(plan, soong, filesystem, missing_filesystem))
         self.confirm_or_exit("Launch it?", yes=self.option("yes"))
-        if missing_filesystem:
+        if missing_filesystem and filesystem:
             with Phases(self.io, f"creating filesystem {filesystem} in {missing_filesystem}"):
                 soong.provider.create_filesystem(filesystem, missing_filesystem)
         with Phases(self.io, f"launching {plan.instance_type.name}") as phases:
@@ -135,31 +141,20 @@ def _times(count: int) -> str:
 
 
 def _hours(text: str | None) -> float | None:
-    from soong_core.errors import UsageError
+    from soong_core.numbers import number_option
 
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"--hours {text!r} is not a number of hours") from None
+    return number_option(text, "--hours", unit="hours")
 
 
 def _minutes(text: str | None) -> float | None:
-    from soong_core.errors import UsageError
+    """``--timeout`` in seconds."""
+    from soong_core.numbers import number_option
 
-    if text is None:
-        return None
-    try:
-        minutes = float(text)
-    except ValueError:
-        raise UsageError(f"--timeout {text!r} is not a number of minutes") from None
-    if not minutes > 0:
-        raise UsageError(f"--timeout must be more than 0 minutes, not {text}")
-    return minutes * 60
+    minutes = number_option(text, "--timeout", unit="minutes", above=0)
+    return None if minutes is None else minutes * 60
 
 
-def _interrupted(instance_id: str, plan: Any) -> Exception:
+def _interrupted(instance_id: str, plan: LaunchPlan) -> Exception:
     from soong_core.costs import format_rate
     from soong_core.errors import SoongError
 
@@ -176,7 +171,7 @@ NOT_ENFORCED = "nothing: stop it yourself"
 enforces what is declared"): the user, not soong, must stop it then."""
 
 
-def _checked_name(name: str | None, provider: Any) -> str | None:
+def _checked_name(name: str | None, provider: Provider) -> str | None:
     """``--name``, refused (exit 2) before the panel when it holds a control character
     (it would reach terminals in the panel and the status table) or is longer than the
     provider takes (which would refuse it only at launch)."""
@@ -191,7 +186,7 @@ def _checked_name(name: str | None, provider: Any) -> str | None:
                          f"{printable(bad)}",
                          hints=["give a name of printable characters: letters, digits, "
                                 "spaces, punctuation"])
-    limit = getattr(provider, "name_max_length", None)
+    limit = provider.name_max_length
     if limit is not None and len(name) > limit:
         raise UsageError(f"--name is {len(name)} characters: provider {provider.name!r} "
                          f"takes at most {limit}", hints=["give a shorter name"])
@@ -206,7 +201,8 @@ def _enforcer(plugins: Any) -> str:
     return f"[green]{rich_literal(', '.join(plugins))}[/]"
 
 
-def _panel(plan: Any, soong: Any, filesystem: str | None, create_in: str | None) -> Any:
+def _panel(plan: LaunchPlan, soong: Soong, filesystem: str | None, create_in: str | None
+           ) -> Any:
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table

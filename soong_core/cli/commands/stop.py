@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from cleo.helpers import argument, option
 from cleo.io.inputs.argument import Argument
 from cleo.io.inputs.option import Option
 
 from soong_core.cli.command import SoongCommand
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from soong_core.api import Soong
+    from soong_core.models import Instance
 
 
 class StopCommand(SoongCommand):
@@ -75,7 +81,7 @@ class StopCommand(SoongCommand):
         self._mention_unmanaged(unmanaged)
         return 0
 
-    def _mention_unmanaged(self, unmanaged: list[Any]) -> None:
+    def _mention_unmanaged(self, unmanaged: list[Instance]) -> None:
         if unmanaged:
             from soong_core.text import cleo_literal
 
@@ -83,11 +89,11 @@ class StopCommand(SoongCommand):
             self.line(f"left running (not launched by soong; stop them by id): {ids}")
 
 
-def _already_ended(instance: Any, soong: Any) -> str:
+def _already_ended(instance: Instance, soong: Soong) -> str:
     """``instance X is already terminated (ended 5m ago: manual): nothing to stop``, with
     when and why as history has them (a cleo-safe line)."""
     from soong_core.models import InstanceState
-    from soong_core.policy import format_duration
+    from soong_core.display import format_duration
     from soong_core.text import cleo_literal
 
     line = f"instance {instance.id} is already {instance.state.value}"
@@ -99,19 +105,21 @@ def _already_ended(instance: Any, soong: Any) -> str:
     return cleo_literal(f"{line}: nothing to stop")
 
 
-def _summary(instances: list[Any], soong: Any) -> Any:
+def _summary(instances: list[Instance], soong: Soong) -> Table:
     """What stops, how long it ran and what it cost so far."""
+    from decimal import Decimal
+
     from rich.table import Table
 
     from soong_core.costs import accrued, format_money, format_rate
-    from soong_core.policy import format_duration
+    from soong_core.display import format_duration
     from soong_core.text import rich_literal
 
     now = soong.clock.now()
     table = Table(title="to terminate", title_justify="left", box=None, pad_edge=False)
     for column in ("ID", "NAME", "STATE", "GPU", "UPTIME", "RATE", "COST SO FAR"):
         table.add_column(column, justify="right" if column in ("RATE", "COST SO FAR") else "left")
-    total = 0
+    total = Decimal(0)
     for i in instances:
         cost = accrued(i.price_cents_per_hour, i.launched_at, now)
         total += cost or 0
