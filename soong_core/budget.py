@@ -25,13 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Mapping, Tuple, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
 from soong_core.costs import cost_between, estimate, format_money, to_decimal
 from soong_core.errors import ConfigError, PluginError, SoongError
 from soong_core.models import Admission, Timestamp
 from soong_core.periods import BUDGET_PERIODS, DEFAULT_BUDGET_PERIOD
-from soong_core.policy import named_policies
+from soong_core.policy import NamedPolicies
 
 PERIODS: tuple[str, ...] = BUDGET_PERIODS
 """The periods ``budget.period`` allows: the same tuple the config schema allows."""
@@ -93,27 +93,16 @@ class RunningCost:
         return cost_between(self.price_cents_per_hour, start, max(self.lease_deadline, now))
 
 
-RunningLike = Union[RunningCost, Tuple[int, Timestamp, Timestamp]]
-"""A :class:`RunningCost` or ``(price_cents_per_hour, launched_at, lease_deadline)``."""
-
-EndedCosts = Union[Decimal, int, Callable[[Union[Timestamp, None]], Decimal]]
-"""What history knows of ended instances: either the cost already summed for the
-configured period, or ``ended_cost_since(start)`` returning the cost of soong instances
-that ended at or after ``start`` (``None``: all history). The callable form lets every
-period be computed, for policies that cap another period than the configured one.
+EndedCosts = Callable[[Union[Timestamp, None]], Decimal]
+"""What history knows of ended instances: ``ended_cost_since(start)`` returns the cost
+of soong instances that ended at or after ``start`` (``None``: all history), so every
+period can be computed, for policies that cap another period than the configured one.
 History may count an instance that straddles ``start`` whole (an over-estimate, which
 errs on the safe side) or from ``start`` on (``costs.cost_between``), matching how
 running instances are counted."""
 
 
-def _running(item: RunningLike) -> RunningCost:
-    if isinstance(item, RunningCost):
-        return item
-    price, launched_at, lease_deadline = item
-    return RunningCost(price, launched_at, lease_deadline)
-
-
-def committed_spend(ended_costs: Decimal | int, running: Iterable[RunningLike], *,
+def committed_spend(ended_costs: Decimal, running: Iterable[RunningCost], *,
                     now: Timestamp, since: Timestamp | None = None) -> Decimal:
     """Spend committed in the period that began at ``since`` (``None``: all time).
 
@@ -123,7 +112,7 @@ def committed_spend(ended_costs: Decimal | int, running: Iterable[RunningLike], 
     """
     total = Decimal(ended_costs)
     for item in running:
-        total += _running(item).committed(now, since)
+        total += item.committed(now, since)
     return total
 
 
@@ -187,34 +176,25 @@ def _is_validated(config: object) -> bool:
     return result is not None and isinstance(config, result.Config)
 
 
-def commitments(ended_costs: EndedCosts, running: Iterable[RunningLike], *, now: Timestamp,
-                period: str) -> dict[str, Decimal]:
-    """Committed spend by period: every period when history is a callable, else ``period``."""
-    items = [_running(item) for item in running]
-    if callable(ended_costs):
-        periods: Iterable[str] = PERIODS
-    else:
-        _check_period(period)
-        periods = (period,)
-    result: dict[str, Decimal] = {}
-    for p in periods:
-        since = period_start(p, now)
-        ended = ended_costs(since) if callable(ended_costs) else ended_costs
-        result[p] = committed_spend(ended, items, now=now, since=since)
-    return result
+def commitments(ended_costs: EndedCosts, running: Iterable[RunningCost], *,
+                now: Timestamp) -> dict[str, Decimal]:
+    """Committed spend in every period (:data:`PERIODS`), each from its start to ``now``."""
+    items = list(running)
+    return {p: committed_spend(ended_costs(period_start(p, now)), items, now=now,
+                               since=period_start(p, now))
+            for p in PERIODS}
 
 
-def admit(policies: Any, admission: Admission, config: Mapping[str, Any] | None = None, *,
+def admit(policies: NamedPolicies, admission: Admission, *,
           hints: Iterable[str] = ()) -> Admission:
     """Run every policy's ``admit``; raise :class:`SoongError` (exit 1) if any refuses.
 
-    ``policies`` is anything :func:`soong_core.policy.named_policies` accepts (a plugin
-    registry, whose factories then get ``config``). A policy that raises refuses too,
-    as a :class:`PluginError` naming it: when a spending check cannot run, spending
-    waits (fail closed).
+    ``policies`` are ``(name, policy)`` pairs (a registry's ``create_all(config)``). A
+    policy that raises refuses too, as a :class:`PluginError` naming it: when a spending
+    check cannot run, spending waits (fail closed).
     """
     refusals: list[str] = []
-    for name, policy in named_policies(policies, config):
+    for name, policy in policies:
         try:
             verdict = policy.admit(admission)
         except SoongError:
@@ -235,10 +215,10 @@ def admit(policies: Any, admission: Admission, config: Mapping[str, Any] | None 
 
 def _build(kind: str, config: Mapping[str, Any] | None, *, now: Timestamp,
            price_cents_per_hour: int, hours: float, ended_costs: EndedCosts,
-           running: Iterable[RunningLike], type_name: str | None,
+           running: Iterable[RunningCost], type_name: str | None,
            instance_id: str | None) -> Admission:
     settings = budget_settings(config)
-    committed = commitments(ended_costs, running, now=now, period=settings.period)
+    committed = commitments(ended_costs, running, now=now)
     return Admission(
         kind=kind,
         now=now,
@@ -253,12 +233,12 @@ def _build(kind: str, config: Mapping[str, Any] | None, *, now: Timestamp,
     )
 
 
-def check_launch(policies: Any, config: Mapping[str, Any] | None, *, now: Timestamp,
+def check_launch(policies: NamedPolicies, config: Mapping[str, Any] | None, *, now: Timestamp,
                  price_cents_per_hour: int, hours: float, ended_costs: EndedCosts,
-                 running: Iterable[RunningLike], type_name: str | None = None) -> Admission:
+                 running: Iterable[RunningCost], type_name: str | None = None) -> Admission:
     """Admit a launch of ``hours`` (its lease) at ``price_cents_per_hour``, or raise.
 
-    :param policies: the policy registry (``plugins.policies()``) or policy objects.
+    :param policies: ``(name, policy)`` pairs: ``plugins.policies().create_all(config)``.
     :param config: the configuration mapping (its ``budget`` section may be missing).
     :param ended_costs: see :data:`EndedCosts`.
     :param running: the running soong instances (:class:`RunningCost` or tuples).
@@ -268,12 +248,12 @@ def check_launch(policies: Any, config: Mapping[str, Any] | None, *, now: Timest
     admission = _build("launch", config, now=now, price_cents_per_hour=price_cents_per_hour,
                        hours=hours, ended_costs=ended_costs, running=running,
                        type_name=type_name, instance_id=None)
-    return admit(policies, admission, config, hints=[LAUNCH_HINT])
+    return admit(policies, admission, hints=[LAUNCH_HINT])
 
 
-def check_extend(policies: Any, config: Mapping[str, Any] | None, *, now: Timestamp,
+def check_extend(policies: NamedPolicies, config: Mapping[str, Any] | None, *, now: Timestamp,
                  instance_id: str, price_cents_per_hour: int, hours: float,
-                 ended_costs: EndedCosts, running: Iterable[RunningLike],
+                 ended_costs: EndedCosts, running: Iterable[RunningCost],
                  type_name: str | None = None) -> Admission:
     """Admit extending ``instance_id``'s lease by ``hours``, or raise.
 
@@ -284,7 +264,7 @@ def check_extend(policies: Any, config: Mapping[str, Any] | None, *, now: Timest
     admission = _build("extend", config, now=now, price_cents_per_hour=price_cents_per_hour,
                        hours=hours, ended_costs=ended_costs, running=running,
                        type_name=type_name, instance_id=instance_id)
-    return admit(policies, admission, config, hints=[EXTEND_HINT])
+    return admit(policies, admission, hints=[EXTEND_HINT])
 
 
 def describe_budget(admission: Admission, max_dollars: Decimal | None) -> str:

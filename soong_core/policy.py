@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence, Tuple
 
 from soong_core.display import format_duration
 from soong_core.interfaces import CostPolicy
@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soong.policy")
 
-PolicyLike = Union["CostPolicy", Tuple[str, "CostPolicy"]]
-"""A policy, or a ``(name, policy)`` pair when the registered name should be reported."""
+NamedPolicies = Sequence[Tuple[str, "CostPolicy"]]
+"""The policies to run, as ``(name, policy)`` pairs: the name is what a decision's
+reasons and errors report. A plugin registry gives them with ``create_all(config)``;
+policies in hand with ``[(p.name, p) for p in policies]``."""
 
 ErrorHandler = Callable[[str, BaseException], None]
 
@@ -108,37 +110,12 @@ class DeadlinePolicy(CostPolicy):
 # -- the engine ----------------------------------------------------------------------
 
 
-def named_policies(policies: Iterable[PolicyLike] | Mapping[str, CostPolicy] | Any,
-                   config: Mapping[str, Any] | None = None) -> list[tuple[str, CostPolicy]]:
-    """Normalise what callers hold into ``[(name, policy)]``.
-
-    Accepts policies, ``(name, policy)`` pairs, a ``{name: policy}`` mapping, or a
-    plugin :class:`~soong_core.plugins.Registry` (anything with ``names()`` and
-    ``create(name, config)``), whose factories then receive ``config``. Duck-typed so
-    that this module never imports the plugin manager (the agent does not carry it).
-    """
-    if hasattr(policies, "names") and hasattr(policies, "create"):
-        cfg: Mapping[str, Any] = {} if config is None else config
-        return [(name, policies.create(name, cfg)) for name in policies.names()]
-    items: Iterable[Any] = policies.items() if isinstance(policies, Mapping) else policies
-    named: list[tuple[str, CostPolicy]] = []
-    for item in items:
-        if isinstance(item, tuple):
-            name, policy = item
-        else:
-            policy = item
-            name = getattr(policy, "name", "") or type(policy).__name__
-        named.append((str(name), policy))
-    return named
-
-
 def _log_error(name: str, exc: BaseException) -> None:
     log.warning("cost policy %r failed: %s: %s (ignored; the other policies still apply)",
                 name, type(exc).__name__, " ".join(str(exc).split()))
 
 
-def evaluate_each(policies: Iterable[PolicyLike] | Mapping[str, CostPolicy],
-                  view: InstanceView, now: Timestamp, *,
+def evaluate_each(policies: NamedPolicies, view: InstanceView, now: Timestamp, *,
                   on_error: ErrorHandler | None = None) -> list[tuple[str, Decision]]:
     """Each policy's own decision, by name, leaving out those with no opinion.
 
@@ -148,7 +125,7 @@ def evaluate_each(policies: Iterable[PolicyLike] | Mapping[str, CostPolicy],
     """
     report = on_error or _log_error
     results: list[tuple[str, Decision]] = []
-    for name, policy in named_policies(policies):
+    for name, policy in policies:
         try:
             decision = policy.evaluate(view, now)
             if decision is not None and not isinstance(decision, Decision):
@@ -200,12 +177,11 @@ def combine(decisions: Iterable[Decision | tuple[str, Decision] | None], now: Ti
                     describe(action, reasons, deadline, now))
 
 
-def evaluate(policies: Iterable[PolicyLike] | Mapping[str, CostPolicy], view: InstanceView,
-             now: Timestamp, *, on_error: ErrorHandler | None = None) -> Decision:
+def evaluate(policies: NamedPolicies, view: InstanceView, now: Timestamp, *,
+             on_error: ErrorHandler | None = None) -> Decision:
     """The combined decision of every policy for ``view`` at ``now``.
 
-    For example ``evaluate(plugins.policies(), view, clock.now()).message`` is
-    ``"stops in 1h45m: lease_expired"``; pass a registry with :func:`named_policies`
-    first when its factories need the config.
+    For example ``evaluate(plugins.policies().create_all(config), view,
+    clock.now()).message`` is ``"stops in 1h45m: lease_expired"``.
     """
     return combine(evaluate_each(policies, view, now, on_error=on_error), now)

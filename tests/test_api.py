@@ -201,7 +201,7 @@ def test_idle_is_judged_only_with_the_agents_activity(soong: Soong, clock: Manua
     seen = soong.view(current, last_activity_at=clock.now() - 15 * 60)
     from soong_core import policy
 
-    decision = policy.evaluate(policy.named_policies(soong.plugins.policies(), soong.config),
+    decision = policy.evaluate(soong.plugins.policies().create_all(soong.config),
                                seen, clock.now())
     assert decision.reasons == ("idle_timeout",) and decision.action is Action.KEEP
     assert decision.deadline == clock.now() + 15 * 60

@@ -33,6 +33,11 @@ from soong_plugins.policies.budget import BudgetPolicy
 HOUR = 3600.0
 
 
+
+def spent(amount: Any) -> Any:
+    """History that says ``amount`` ended in every period (``ended_costs``)."""
+    return lambda since: Decimal(amount)
+
 def utc(*args: int) -> float:
     return datetime(*args, tzinfo=timezone.utc).timestamp()  # type: ignore[misc]
 
@@ -81,7 +86,7 @@ def test_property_period_contains_now(period: str, now: float) -> None:
 def test_committed_spend_counts_running_instances_to_their_lease_deadline() -> None:
     now = utc(2024, 3, 13, 12)
     running = [RunningCost(129, now - HOUR, now + 3 * HOUR),   # 4 h
-               (75, now, now + 2 * HOUR)]                     # 2 h, tuple form
+               RunningCost(75, now, now + 2 * HOUR)]          # 2 h
     assert committed_spend(Decimal("10.00"), running, now=now) == Decimal("10.00") + \
         Decimal("5.16") + Decimal("1.50")
     assert committed_spend(0, [], now=now) == 0
@@ -111,12 +116,11 @@ def test_commitments_by_period_from_history() -> None:
                 utc(2024, 3, 11): Decimal("7"), utc(2024, 3, 13): Decimal("2")}[start]
 
     running = [RunningCost(100, now - HOUR, now + HOUR)]
-    result = commitments(ended_since, running, now=now, period="month")
+    result = commitments(ended_since, running, now=now)
     assert result == {"day": Decimal("4"), "week": Decimal("9"), "month": Decimal("42"),
                       "none": Decimal("102")}
     assert sorted(asked, key=lambda t: -1 if t is None else t) == [
         None, utc(2024, 3, 1), utc(2024, 3, 11), utc(2024, 3, 13)]
-    assert commitments(Decimal("40"), running, now=now, period="month") == {"month": Decimal("42")}
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -205,8 +209,8 @@ NOW = utc(2024, 3, 13, 12)
 
 
 def test_check_launch_admits_up_to_the_cap(plugins: Plugins) -> None:
-    admission = check_launch(plugins.policies(), CONFIG, now=NOW, price_cents_per_hour=129,
-                             hours=4, ended_costs=Decimal("44.84"), running=[],
+    admission = check_launch(plugins.policies().create_all(CONFIG), CONFIG, now=NOW, price_cents_per_hour=129,
+                             hours=4, ended_costs=spent("44.84"), running=[],
                              type_name="gpu_1x_a100")
     assert admission.cost == Decimal("5.16")
     assert admission.committed == Decimal("44.84")
@@ -217,8 +221,8 @@ def test_check_launch_admits_up_to_the_cap(plugins: Plugins) -> None:
 
 def test_check_launch_refuses_one_cent_over(plugins: Plugins) -> None:
     with pytest.raises(SoongError) as info:
-        check_launch(plugins.policies(), CONFIG, now=NOW, price_cents_per_hour=129, hours=4,
-                     ended_costs=Decimal("44.85"), running=[])
+        check_launch(plugins.policies().create_all(CONFIG), CONFIG, now=NOW, price_cents_per_hour=129, hours=4,
+                     ended_costs=spent("44.85"), running=[])
     error = info.value
     assert error.exit_code == EXIT_RUNTIME
     assert error.message.startswith("budget: $44.85 committed this month + $5.16 for this launch")
@@ -227,29 +231,29 @@ def test_check_launch_refuses_one_cent_over(plugins: Plugins) -> None:
 
 def test_check_launch_counts_running_instances(plugins: Plugins) -> None:
     running = [RunningCost(100, NOW - HOUR, NOW + 3 * HOUR)]  # $4 committed
-    check_launch(plugins.policies(), CONFIG, now=NOW, price_cents_per_hour=100, hours=46,
+    check_launch(plugins.policies().create_all(CONFIG), CONFIG, now=NOW, price_cents_per_hour=100, hours=46,
                  ended_costs=lambda since: Decimal(0), running=running)
     with pytest.raises(SoongError):
-        check_launch(plugins.policies(), CONFIG, now=NOW, price_cents_per_hour=100, hours=46.01,
+        check_launch(plugins.policies().create_all(CONFIG), CONFIG, now=NOW, price_cents_per_hour=100, hours=46.01,
                      ended_costs=lambda since: Decimal(0), running=running)
 
 
 def test_check_launch_without_budget_section(plugins: Plugins) -> None:
-    admission = check_launch(plugins.policies(), {}, now=NOW, price_cents_per_hour=10**6,
-                             hours=1000, ended_costs=Decimal(10**9), running=[])
+    admission = check_launch(plugins.policies().create_all({}), {}, now=NOW, price_cents_per_hour=10**6,
+                             hours=1000, ended_costs=spent(10**9), running=[])
     assert admission.period == "month"
 
 
 def test_check_extend_costs_the_extension_only(plugins: Plugins) -> None:
     running = [RunningCost(129, NOW - HOUR, NOW + 3 * HOUR, "i-1")]  # $5.16 committed
-    admission = check_extend(plugins.policies(), CONFIG, now=NOW, instance_id="i-1",
-                             price_cents_per_hour=129, hours=2, ended_costs=Decimal("42.26"),
+    admission = check_extend(plugins.policies().create_all(CONFIG), CONFIG, now=NOW, instance_id="i-1",
+                             price_cents_per_hour=129, hours=2, ended_costs=spent("42.26"),
                              running=running)
     assert (admission.kind, admission.cost, admission.committed) == (
         "extend", Decimal("2.58"), Decimal("47.42"))
     with pytest.raises(SoongError) as info:
-        check_extend(plugins.policies(), CONFIG, now=NOW, instance_id="i-1",
-                     price_cents_per_hour=129, hours=2, ended_costs=Decimal("42.27"),
+        check_extend(plugins.policies().create_all(CONFIG), CONFIG, now=NOW, instance_id="i-1",
+                     price_cents_per_hour=129, hours=2, ended_costs=spent("42.27"),
                      running=running)
     assert "for this extension" in info.value.message
     assert info.value.hints == (EXTEND_HINT,)
@@ -271,10 +275,11 @@ class Refuses(CostPolicy):
 
 
 def test_every_refusal_is_reported() -> None:
-    policies = [BudgetPolicy(Decimal(1)), ("curfew", Refuses("curfew: no launches after 19:00"))]
+    policies = [("budget", BudgetPolicy(Decimal(1))),
+                ("curfew", Refuses("curfew: no launches after 19:00"))]
     with pytest.raises(SoongError) as info:
         check_launch(policies, {}, now=NOW, price_cents_per_hour=129, hours=1,
-                     ended_costs=Decimal(0), running=[])
+                     ended_costs=spent(0), running=[])
     assert info.value.message.startswith("budget: $0.00 committed this month + $1.29 ")
     assert info.value.message.endswith("; curfew: no launches after 19:00")
 
@@ -283,7 +288,7 @@ def test_every_refusal_is_reported() -> None:
 def test_a_broken_admission_check_fails_closed(answer: Any) -> None:
     with pytest.raises(PluginError, match="'curfew'"):
         check_launch([("curfew", Refuses(answer))], {}, now=NOW, price_cents_per_hour=129,
-                     hours=1, ended_costs=Decimal(0), running=[])
+                     hours=1, ended_costs=spent(0), running=[])
 
 
 def test_third_party_daily_cap_sees_daily_spend() -> None:
@@ -293,9 +298,9 @@ def test_third_party_daily_cap_sees_daily_spend() -> None:
     history = {None: Decimal(0), utc(2024, 3, 1): Decimal(0), utc(2024, 3, 11): Decimal(0),
                utc(2024, 3, 13): Decimal(0)}
     with pytest.raises(SoongError, match=r"\$13.00 committed today"):
-        check_launch([daily], CONFIG, now=NOW, price_cents_per_hour=100, hours=1,
+        check_launch([("daily", daily)], CONFIG, now=NOW, price_cents_per_hour=100, hours=1,
                      ended_costs=history.__getitem__, running=running)
-    admission = check_launch([BudgetPolicy(Decimal(20), "month")], CONFIG, now=NOW,
+    admission = check_launch([("budget", BudgetPolicy(Decimal(20), "month"))], CONFIG, now=NOW,
                              price_cents_per_hour=100, hours=1,
                              ended_costs=history.__getitem__, running=running)
     assert set(admission.committed_by_period) == set(PERIODS)

@@ -27,7 +27,6 @@ from soong_core.policy import (
     deadline_decision,
     evaluate,
     evaluate_each,
-    named_policies,
 )
 from soong_plugins.policies import soong_agent_bundle_modules
 from soong_plugins.policies.budget import BudgetPolicy
@@ -51,8 +50,13 @@ def make_view(clock: ManualClock, *, lease_h: float = 4, hard_h: float = 8, **ch
     return replace(view, **changes)
 
 
-def builtins() -> list[CostPolicy]:
-    return [LeasePolicy(), HardTimeoutPolicy(), IdlePolicy(), BudgetPolicy()]
+def builtins() -> list[tuple[str, CostPolicy]]:
+    return named(LeasePolicy(), HardTimeoutPolicy(), IdlePolicy(), BudgetPolicy())
+
+
+def named(*policies: CostPolicy) -> list[tuple[str, CostPolicy]]:
+    """``(name, policy)`` pairs, what the engine runs over."""
+    return [(policy.name, policy) for policy in policies]
 
 
 @pytest.fixture
@@ -312,8 +316,8 @@ def test_engine_terminate_reasons_name_only_terminating_policies() -> None:
 def test_engine_ignores_none_and_reports_broken_policies(clock: ManualClock) -> None:
     view = make_view(clock)
     errors: list[tuple[str, str]] = []
-    policies = [("silent", Fixed(None)), Broken(), ("liar", Fixed("terminate")),  # type: ignore[arg-type]
-                LeasePolicy()]
+    policies = [("silent", Fixed(None)), ("broken", Broken()), ("liar", Fixed("terminate")),
+                ("lease", LeasePolicy())]
     results = evaluate_each(policies, view, view.launched_at,
                             on_error=lambda name, exc: errors.append((name, type(exc).__name__)))
     assert [name for name, _ in results] == ["lease"]
@@ -324,20 +328,18 @@ def test_engine_ignores_none_and_reports_broken_policies(clock: ManualClock) -> 
 
 def test_engine_with_no_opinion_keeps_without_deadline(clock: ManualClock) -> None:
     view = make_view(clock)
-    decision = evaluate([Fixed(None), BudgetPolicy()], view, clock.now())
+    decision = evaluate([("fixed", Fixed(None)), ("budget", BudgetPolicy())], view, clock.now())
     assert decision == Decision(Action.KEEP, (), None, None, NO_LIMIT_MESSAGE)
     assert evaluate([], view, clock.now()).action is Action.KEEP
 
 
-def test_engine_accepts_pairs_mappings_and_the_plugin_registry(plugins: Plugins,
-                                                               clock: ManualClock) -> None:
+def test_engine_runs_named_pairs_from_objects_or_the_plugin_registry(plugins: Plugins,
+                                                                     clock: ManualClock) -> None:
     view = make_view(clock)
-    expected = evaluate(builtins(), view, clock.now())
-    by_pairs = evaluate([(p.name, p) for p in builtins()], view, clock.now())
-    by_mapping = evaluate({p.name: p for p in builtins()}, view, clock.now())
-    by_registry = evaluate(named_policies(plugins.policies(), {}), view, clock.now())
-    assert expected == by_pairs == by_mapping == by_registry
-    assert [n for n, _ in named_policies(plugins.policies(), {})] == [
+    by_pairs = evaluate(builtins(), view, clock.now())
+    by_registry = evaluate(plugins.policies().create_all({}), view, clock.now())
+    assert by_pairs == by_registry
+    assert [n for n, _ in plugins.policies().create_all({})] == [
         "lease", "hard_timeout", "idle", "budget"]
 
 
