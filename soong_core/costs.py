@@ -12,12 +12,9 @@ Standard library and the core's pure modules only: the agent carries it.
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from soong_core.models import HOUR, Timestamp
-
-if TYPE_CHECKING:
-    from soong_core.models import Instance
 
 CENT = Decimal("0.01")
 UNKNOWN = "?"
@@ -91,15 +88,6 @@ def estimate_total(price_cents_per_hour: int | None, launched_at: Timestamp | No
     return cost_between(price_cents_per_hour, launched_at, end)
 
 
-def instance_cost(instance: Instance, now: Timestamp) -> Decimal | None:
-    """Cost so far of a provider instance, from its ``soong:launched-at`` tag.
-
-    An instance without that tag (not launched by soong) has an unknown cost: Lambda
-    Cloud reports no creation time, and guessing would make a budget lie.
-    """
-    return accrued(instance.price_cents_per_hour, instance.launched_at, now)
-
-
 def round_cents(amount: Decimal) -> Decimal:
     """``amount`` rounded to whole cents, half up (``0.005`` -> ``0.01``)."""
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
@@ -129,20 +117,6 @@ def format_money_range(low: Decimal | int | None, high: Decimal | int | None) ->
     if low is None or high is None or format_money(low) == format_money(high):
         return format_money(high)
     return f"{format_money(low)}-{format_money(high)}"
-
-
-def parse_money(text: str) -> Decimal:
-    """The inverse of :func:`format_money` (also accepts ``"50"`` or ``"$50"``)."""
-    raw = text.strip().replace(",", "")
-    negative = raw.startswith("-")
-    raw = raw.lstrip("-").lstrip("$")
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(f"not an amount of money: {text!r}") from None
-    if not value.is_finite():
-        raise ValueError(f"not an amount of money: {text!r}")
-    return -value if negative else value
 
 
 def format_rate(price_cents_per_hour: int | None) -> str:

@@ -106,7 +106,7 @@ _SCHEMA = (
     """,
     # events(since, until): the namespace's timeline.
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (namespace, at)",
-    # instance_events, latest_events, lease_deadlines, has_terminated, open table upkeep.
+    # latest_events, lease_deadlines, has_terminated, open table upkeep.
     "CREATE INDEX IF NOT EXISTS events_by_instance ON events (namespace, instance_id, kind, at)",
     # ended_cost (bounded to the budget period by `at`) and events(kinds=...).
     "CREATE INDEX IF NOT EXISTS events_by_kind ON events (namespace, kind, at)",
@@ -603,10 +603,6 @@ class History:
             sql += f" LIMIT {int(limit)}"
         rows = self._query(sql, params)
         return self._events(reversed(rows))
-
-    def instance_events(self, instance_id: str) -> list[Event]:
-        """Every event of one instance, oldest first."""
-        return self.events(instance_id=instance_id)
 
     def current_lease_deadline(self, instance_id: str) -> Timestamp | None:
         """The lease deadline set by the instance's latest extension, or ``None``.

@@ -149,14 +149,14 @@ def test_filter_by_instance_and_kind(history: History) -> None:
     def key(events: list[Event]) -> list[tuple[str, str]]:
         return [(e.instance_id, e.kind.value) for e in events]
 
-    assert key(history.instance_events("a")) == [("a", "launch"), ("a", "extend"),
+    assert key(history.events(instance_id="a")) == [("a", "launch"), ("a", "extend"),
                                                  ("a", "terminate")]
     assert key(history.events(kinds=[EventKind.LAUNCH])) == [("a", "launch"), ("b", "launch")]
     assert key(history.events(kinds={"terminate", "warning"})) == [("a", "terminate"),
                                                                    ("b", "warning")]
     assert key(history.events(instance_id="b", kinds=["warning"])) == [("b", "warning")]
     assert history.events(kinds=[]) == []
-    assert history.instance_events("nobody") == []
+    assert history.events(instance_id="nobody") == []
     with pytest.raises(ValueError):
         history.events(kinds=["reboot"])
 
@@ -230,10 +230,10 @@ def test_namespaces_never_see_each_other(db_path: Path) -> None:
         real.record(ev("terminate", "same-id", T0 + 2, cost=Decimal("7")))
         sim.record(ev("launch", "same-id", T0 + 3, provider="sim"))
 
-        assert [e.kind for e in real.instance_events("same-id")] == [
+        assert [e.kind for e in real.events(instance_id="same-id")] == [
             EventKind.LAUNCH, EventKind.EXTEND, EventKind.TERMINATE]
         assert [e.provider for e in sim.events()] == ["sim"]
-        assert sim.instance_events("same-id") == sim.events()
+        assert sim.events(instance_id="same-id") == sim.events()
         assert real.has_terminated("same-id") and not sim.has_terminated("same-id")
         assert real.current_lease_deadline("same-id") == T0 + 99
         assert sim.current_lease_deadline("same-id") is None

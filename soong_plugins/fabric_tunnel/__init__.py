@@ -1,4 +1,6 @@
-"""Built-in plugin ``fabric_tunnel``: SSH port forwards and shells via Fabric."""
+"""Built-in plugin ``fabric_tunnel``: the ``ssh`` config section (which key and user
+reach an instance). It is the place for SSH port forwards and shells via Fabric, which
+are not built yet: it registers no tunnel backend."""
 
 from __future__ import annotations
 
