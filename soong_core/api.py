@@ -339,7 +339,7 @@ class Soong:
         next reconciliation adopts it by its ``soong:launch-id`` tag.
         """
         from soong_core.history import HistoryError
-        from soong_core.plugins import finish_launch
+        from soong_core.plugin_calls import finish_launch
 
         if plan is None:
             plan = self.plan_launch(type_name, regions=regions, hours=hours, name=name,

@@ -9,6 +9,13 @@ A plugin that fails to import, to register, or that implements a hook that does 
 exist (a misspelling) is left out with one warning line naming it; the rest works.
 Any plugin can be disabled by name, except a required built-in (:data:`REQUIRED_PLUGINS`):
 :func:`make_plugins` refuses that with a usage error.
+
+This module holds what building a manager and listing registrations need, which is
+what every run of ``soong`` (``--help`` included) executes; what is called once soong
+works (creating a registered object, preparing a launch, events, status details) is in
+:mod:`soong_core.plugin_calls`, imported on first use. Entry points are read through
+:mod:`importlib.metadata` only when an installed distribution may declare one (see
+:func:`may_declare_entry_points`): importing it costs more than the rest of ``--help``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Ma
 import pluggy
 
 from soong_core import __version__, hookspecs
-from soong_core.errors import PluginError, SoongError, UsageError
+from soong_core.errors import PluginError, UsageError
 
 if TYPE_CHECKING:
     from soong_core.interfaces import (
@@ -122,27 +129,16 @@ class Registry(Generic[T]):
         return len(self._entries)
 
     def get(self, name: str) -> Registration[T]:
-        try:
-            return self._entries[name]
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise UsageError(f"unknown {self.kind} {name!r} (known: {known})",
-                             hints=["run `soong plugins` to see what is loaded"]) from None
+        """The registration of ``name``; an unknown name is a usage error listing the known."""
+        from soong_core.plugin_calls import registry_get
+
+        return registry_get(self, name)
 
     def create(self, name: str, config: Mapping[str, Any]) -> T:
         """Instantiate ``name`` through its factory; a wrong type is the plugin's error."""
-        entry = self.get(name)
-        try:
-            obj = entry.factory(config)
-        except SoongError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin {entry.plugin!r} failed to create {self.kind} {name!r}: "
-                              f"{type(exc).__name__}: {exc}") from exc
-        if self.interface is not None and not isinstance(obj, self.interface):
-            raise PluginError(f"plugin {entry.plugin!r}: {self.kind} {name!r} is a "
-                              f"{type(obj).__name__}, not a {self.interface.__name__}")
-        return obj
+        from soong_core.plugin_calls import registry_create
+
+        return registry_create(self, name, config)
 
     def create_all(self, config: Mapping[str, Any]) -> list[tuple[str, T]]:
         """``[(name, object)]`` for every registered name, in registration order, each
@@ -207,6 +203,10 @@ class Plugins:
                        distribution="soong", version=__version__, builtin=True)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        import sys
+
+        if "importlib.metadata" not in sys.modules and not may_declare_entry_points(group):
+            return  # nothing installed declares one: importing importlib.metadata would find none
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=group):
@@ -326,21 +326,9 @@ class Plugins:
         Names are in registration order. A name two plugins registered counts for the one
         that won it (see :class:`Registry`). Calls the register hooks, instantiates nothing.
         """
-        registries: dict[str, Callable[[], Registry[Any]]] = {
-            "providers": self.providers,
-            "policies": self.policies,
-            "reporters": self.reporters,
-            "tunnel_backends": self.tunnel_backends,
-            "activity_sources": self.activity_sources,
-            "commands": self.commands,
-        }
-        result: dict[str, dict[str, list[str]]] = {
-            info.name: {kind: [] for kind in REGISTRATION_KINDS} for info in self.info()}
-        for kind in REGISTRATION_KINDS:
-            for entry in registries[kind]():
-                by_kind = result.setdefault(entry.plugin, {k: [] for k in REGISTRATION_KINDS})
-                by_kind[kind].append(entry.name)
-        return result
+        from soong_core.plugin_calls import registrations
+
+        return registrations(self)
 
     def config_sections(self) -> dict[str, tuple[str, Mapping[str, Any]]]:
         """``{section: (plugin, cerberus rules)}`` over all plugins."""
@@ -370,112 +358,27 @@ class Plugins:
         ``request``: a wrong return type, a bad tag or a tag two plugins set differently
         is a :class:`PluginError` naming the plugin, and so is a plugin that raises.
         """
-        found: list[tuple[str, LaunchContribution]] = []
-        merged = request
-        for impl in self._impls("soong_prepare_launch"):
-            plugin = impl.plugin_name
-            contribution = _contribution(
-                plugin, partial(_call, impl, {"request": request, "config": config}),
-                doing="prepare the launch", source="soong_prepare_launch")
-            if contribution is None:
-                continue
-            merged = _merge(merged, contribution, plugin)
-            found.append((plugin, contribution))
-        return found
+        from soong_core.plugin_calls import launch_contributions
+
+        return launch_contributions(self, request, config)
 
     def status_details(self, instance: Instance, config: Mapping[str, Any]) -> dict[str, Any]:
         """``{plugin: details}``; a failing plugin is a warning, the rest still show."""
-        details: dict[str, Any] = {}
-        for plugin, result in self._each_tolerant("soong_status_details",
-                                                  instance=instance, config=config):
-            if result is not None:
-                details[plugin] = result
-        return details
+        from soong_core.plugin_calls import status_details
+
+        return status_details(self, instance, config)
 
     def emit(self, event: Event, config: Mapping[str, Any]) -> None:
         """Broadcast a lifecycle event; a failing receiver never stops the others."""
-        for _ in self._each_tolerant("soong_lifecycle_event", event=event, config=config):
-            pass
+        from soong_core.plugin_calls import emit
+
+        emit(self, event, config)
 
     def agent_bundle_modules(self) -> list[str]:
-        modules: list[str] = []
-        for plugin, result in self.each("soong_agent_bundle_modules"):
-            if result is None:
-                continue
-            if isinstance(result, str):
-                raise PluginError(f"plugin {plugin!r}: soong_agent_bundle_modules must return "
-                                  f"a list of module names, not the string {result!r}")
-            modules.extend(m for m in result if m not in modules)
-        return modules
+        """The module names plugins want bundled into the agent, each once, in call order."""
+        from soong_core.plugin_calls import agent_bundle_modules
 
-    def _each_tolerant(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        for impl in self._impls(hook_name):
-            try:
-                result = _call(impl, kwargs)
-            except Exception as exc:
-                log.warning("plugin %r failed in %s: %s", impl.plugin_name, hook_name, _one_line(exc))
-                continue
-            yield impl.plugin_name, result
-
-
-def _check_reserved(contribution: LaunchContribution, plugin: str) -> None:
-    """The launch facts are soong's to write: a plugin's tag may not replace one."""
-    from soong_core.models import CORE_TAGS
-
-    taken = sorted(key for key in contribution.tags if key in CORE_TAGS)
-    if taken:
-        raise PluginError(f"plugin {plugin!r} sets tag {taken[0]!r}, which soong writes itself "
-                          "at launch")
-
-
-def _merge(request: LaunchRequest, contribution: LaunchContribution, plugin: str) -> LaunchRequest:
-    try:
-        return request.with_contribution(contribution, plugin)
-    except ValueError as exc:
-        raise PluginError(f"plugin {plugin!r}: {exc}") from exc
-
-
-def finish_launch(request: LaunchRequest,
-                  contributions: Iterable[tuple[str, LaunchContribution]]) -> LaunchRequest:
-    """Merge planned ``contributions`` into ``request`` (which carries soong's launch tags
-    by now), then what each one's ``finish`` adds at launch time. Any failure is a
-    :class:`PluginError` naming the plugin: nothing is launched half-prepared."""
-    from soong_core.models import LaunchContribution
-
-    planned = list(contributions)
-    for plugin, contribution in planned:
-        request = _merge(request, contribution, plugin)
-    for plugin, contribution in planned:
-        finish = contribution.finish
-        if finish is None:
-            continue
-        extra = _contribution(plugin, partial(finish, request),
-                              doing="finish the launch", source="finish")
-        if extra is not None:
-            request = _merge(request, LaunchContribution(extra.tags, extra.user_data_parts),
-                             plugin)
-    return request
-
-
-def _contribution(plugin: str, call: Callable[[], Any], *, doing: str,
-                  source: str) -> LaunchContribution | None:
-    """What ``call`` returns, checked: an exception or a wrong type is a
-    :class:`PluginError` naming ``plugin``, as is a tag soong writes itself."""
-    from soong_core.models import LaunchContribution
-
-    try:
-        result = call()
-    except SoongError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"plugin {plugin!r} failed to {doing}: {_one_line(exc)}") from exc
-    if result is None:
-        return None
-    if not isinstance(result, LaunchContribution):
-        raise PluginError(f"plugin {plugin!r}: {source} returned {type(result).__name__}, "
-                          "not a LaunchContribution")
-    _check_reserved(result, plugin)
-    return result
+        return agent_bundle_modules(self)
 
 
 def _call(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any:
@@ -484,6 +387,51 @@ def _call(impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> Any:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def may_declare_entry_points(group: str) -> bool:
+    """Whether an installed distribution may declare an entry point in ``group``.
+
+    Importing :mod:`importlib.metadata` costs about 20 ms, more than the rest of ``soong
+    --help``; this looks where it would look (the ``*.dist-info`` and ``*.egg-info``
+    folders of each :data:`sys.path` directory) for an ``entry_points.txt`` with a
+    ``[group]`` section, read as it reads them. ``False`` only when that settles it:
+    another finder of distributions on :data:`sys.meta_path`, a path entry that is not a
+    directory (a zip) or is an egg, a file that cannot be read or decoded (which
+    importlib.metadata would report) all answer ``True``, leaving it to
+    importlib.metadata.
+    """
+    import sys
+    from importlib.machinery import PathFinder
+
+    for finder in sys.meta_path:
+        if finder is not PathFinder and getattr(finder, "find_distributions", None) is not None:
+            return True
+    for entry in sys.path:
+        if not isinstance(entry, str) or entry.lower().endswith(".egg"):
+            return True
+        root = entry or "."
+        try:
+            names = os.listdir(root)
+        except OSError:
+            if os.path.isfile(root):
+                return True  # a zip file: importlib.metadata looks inside it
+            continue  # missing or unreadable: importlib.metadata finds nothing there either
+        for name in names:
+            if not name.lower().endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(root, name, "entry_points.txt"), encoding="utf-8") as file:
+                    text = file.read()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+                continue  # what importlib.metadata skips
+            except (OSError, ValueError):
+                return True
+            for line in text.splitlines():
+                line = line.strip()
+                if line.startswith("[") and line.endswith("]") and line.strip("[]") == group:
+                    return True
+    return False
 
 
 def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:

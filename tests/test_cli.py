@@ -219,6 +219,121 @@ def test_startup_imports_nothing_heavy(soong_env: SoongEnv, args: list[str]) -> 
     assert done.stdout.splitlines()[-1] == "HEAVY="
 
 
+LAZY = ("soong_core.cli.render", "soong_core.cli.prompt", "soong_core.cli.credentials",
+        "soong_core.cli.words", "soong_core.plugin_calls")
+"""Modules only some runs need. An editable install run under PYTHONDONTWRITEBYTECODE
+compiles every module it imports on every run, so listing the commands must not import
+them (tests/benchmarks/bench_cli_startup.py measures it)."""
+
+
+@pytest.mark.parametrize("args, code, needed, loads_plugins", [
+    (["--help"], 0, (), True),
+    (["list"], 0, (), True),
+    (["--version"], 0, (), False),
+    (["status"], 2, ("soong_core.cli.credentials", "soong_core.cli.render"), True),
+])
+def test_startup_imports_only_what_the_run_needs(soong_env: SoongEnv, args: list[str], code: int,
+                                                 needed: tuple[str, ...],
+                                                 loads_plugins: bool) -> None:
+    script = (
+        "import json, sys\n"
+        "from soong_core.cli.application import SoongApplication\n"
+        "app = SoongApplication(); app.auto_exits(False)\n"
+        f"sys.argv = ['soong', *{args!r}]\n"
+        "code = app.run()\n"
+        "metadata = 'importlib.metadata' in sys.modules\n"
+        "from soong_core.plugins import may_declare_entry_points\n"
+        f"lazy = sorted(m for m in {LAZY!r} if m in sys.modules)\n"
+        "print(json.dumps([code, lazy, metadata, may_declare_entry_points('soong')]))\n"
+    )
+    environ = {**os.environ, **soong_env.environ()}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=environ, timeout=60)
+    exit_code, lazy, metadata, declares = json.loads(done.stdout.splitlines()[-1])
+    assert exit_code == code, done.stderr
+    assert lazy == sorted(needed)
+    # importlib.metadata (about 20 ms) only when an installed distribution may declare a plugin
+    assert metadata is (declares and loads_plugins)
+
+
+def dist_info(site: Any, name: str, entry_points: str | bytes | None) -> None:
+    folder = site / f"{name}-1.0.dist-info"
+    folder.mkdir(parents=True)
+    (folder / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    if isinstance(entry_points, str):
+        (folder / "entry_points.txt").write_text(entry_points)
+    elif entry_points is not None:
+        (folder / "entry_points.txt").write_bytes(entry_points)
+
+
+@pytest.mark.parametrize("text, declares", [
+    (None, False),
+    ("[console_scripts]\nsoong = soong_core.cli.application:main\n", False),
+    ("[soong-extra]\nx = x_module\n", False),
+    ("# [soong]\n[other]\nx = x_module\n", False),
+    ("[soong]\nx = x_module\n", True),
+    ("[console_scripts]\nx = y:main\n  [soong]  \nx = x_module\n", True),
+    ("[[soong]]\nx = x_module\n", True),  # importlib.metadata reads the group "soong"
+])
+def test_the_entry_point_look_agrees_with_importlib_metadata(tmp_path: Any, monkeypatch: Any,
+                                                             text: str | None,
+                                                             declares: bool) -> None:
+    from importlib.metadata import entry_points
+
+    from soong_core.plugins import may_declare_entry_points
+
+    dist_info(tmp_path / "site", "some_dist", text)
+    dist_info(tmp_path / "site", "plain", None)
+    (tmp_path / "site" / "old.egg-info").write_text("Name: old\n")  # a file: nothing to read
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), str(tmp_path / "missing")])
+    assert bool(list(entry_points(group="soong"))) is declares
+    assert may_declare_entry_points("soong") is declares
+
+
+def test_the_entry_point_look_leaves_what_it_cannot_settle_to_importlib_metadata(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    import zipfile
+
+    from soong_core.plugins import may_declare_entry_points
+
+    site = tmp_path / "site"
+    dist_info(site, "plain", "[console_scripts]\nx = y:main\n")
+    monkeypatch.setattr(sys, "path", [str(site)])
+    assert may_declare_entry_points("soong") is False
+    with zipfile.ZipFile(tmp_path / "plugins.zip", "w") as archive:
+        archive.writestr("z-1.0.dist-info/entry_points.txt", "[soong]\nz = z_module\n")
+    for entry in (str(tmp_path / "plugins.zip"), str(tmp_path / "x.egg")):
+        monkeypatch.setattr(sys, "path", [str(site), entry])
+        assert may_declare_entry_points("soong") is True, entry
+    monkeypatch.setattr(sys, "path", [str(site)])
+    dist_info(site, "undecodable", b"[soong]\n\xff\n")
+    assert may_declare_entry_points("soong") is True
+    (site / "undecodable-1.0.dist-info" / "entry_points.txt").unlink()
+    assert may_declare_entry_points("soong") is False
+
+    class Finder:  # a finder of distributions of its own: only importlib.metadata asks it
+        @staticmethod
+        def find_distributions(*args: Any, **kwargs: Any) -> list[Any]:
+            return []
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Finder()])
+    assert may_declare_entry_points("soong") is True
+
+
+@pytest.mark.parametrize("token", ["-1", "-0.5", "-.5", "-12.", "-\u0661", "-1e3", "-\u00b2",
+                                   "--", "-v", "--hours", "-", "1", ".5", "-x1"])
+def test_the_negative_number_check_misses_none(token: str) -> None:
+    """The check that spares a run soong_core.cli.words is true of every negative number
+    it would rewrite, and false of options."""
+    from soong_core.cli.application import _may_be_negative_number
+    from soong_core.cli.words import NEGATIVE_NUMBER
+
+    if NEGATIVE_NUMBER.match(token):
+        assert _may_be_negative_number(token)
+    if token in ("--", "-v", "--hours", "-", "1", ".5", "-x1"):
+        assert not _may_be_negative_number(token)
+
+
 def test_console_script_is_declared(soong_env: SoongEnv) -> None:
     from importlib.metadata import entry_points
 

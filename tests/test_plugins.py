@@ -28,9 +28,9 @@ from soong_core.plugins import (
     REGISTRATION_KINDS,
     REQUIRED_PLUGINS,
     Plugins,
-    finish_launch,
     make_plugins,
 )
+from soong_core.plugin_calls import finish_launch
 
 
 def prepared(plugins: Plugins, request: LaunchRequest, config: Any) -> LaunchRequest:

@@ -1,14 +1,17 @@
-"""The ``soong`` command line: a table of lazy commands, global options, error rendering.
+"""The ``soong`` command line: a table of lazy commands, global options, error handling.
 
-Start-up cost matters (``soong --help`` is typed often): this module imports cleo and
-nothing heavy; each command's module is imported only when that command is listed or
-run, and heavy libraries only inside ``handle()``.
+Start-up cost matters (``soong --help`` is typed often, and an editable install run
+under ``PYTHONDONTWRITEBYTECODE`` compiles every module it imports on every run): this
+module imports cleo and nothing heavy, and holds only what every run executes. Each
+command's module is imported only when that command is listed or run, heavy libraries
+only inside ``handle()``; how errors and hints are worded is in
+:mod:`soong_core.cli.render`, imported when something is printed or fails, and the
+rewriting of negative numbers in :mod:`soong_core.cli.words`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import TYPE_CHECKING, Callable
 
@@ -125,9 +128,10 @@ class SoongApplication(Application):
         self.config_path: str | None = None
         self.profile: str | None = None
         self.api_timeout: str | None = None
+        """``--api-timeout`` as typed; commands pass it on as ``defaults.api_timeout_seconds``."""
         self.sim_flag = False
         self._words: list[str] = []
-        """``--api-timeout`` as typed; commands pass it on as ``defaults.api_timeout_seconds``."""
+        """The command words typed (what an unknown command is compared with)."""
         self.set_command_loader(SoongCommandLoader(self))
 
     @property
@@ -183,29 +187,34 @@ class SoongApplication(Application):
             self._route_to_list(io)
             return super()._run(io)
         except SoongError as error:
-            self._render_soong_error(error, io)
+            from soong_core.cli.render import render_soong_error
+
+            render_soong_error(self, error, io)
             return error.exit_code
         except CleoLogicError as error:
-            self._render_unexpected(error, io)
+            from soong_core.cli.render import render_unexpected
+
+            render_unexpected(self, error, io)
             return EXIT_RUNTIME
         except CleoError as error:
-            self._render_usage_error(error, io)
+            from soong_core.cli.render import render_usage_error
+
+            render_usage_error(self, error, io)
             return EXIT_USAGE
         except BrokenPipeError:
             raise  # cleo's run() quietly handles a reader that went away (`soong ... | head`)
         except OSError as error:
-            if not _raised_writing_output(error):
-                self._render_unexpected(error, io)
-                return EXIT_RUNTIME
-            self._write_error(io, f"cannot write the output: {error.strerror or error}",
-                              ["check where standard output goes (a full disk, a closed "
-                               "file)"])
+            from soong_core.cli.render import render_os_error
+
+            render_os_error(self, error, io)
             return EXIT_RUNTIME
         except KeyboardInterrupt:
             io.write_error_line("<error>interrupted</error>", verbosity=Verbosity.QUIET)
             return EXIT_INTERRUPTED
         except Exception as error:
-            self._render_unexpected(error, io)
+            from soong_core.cli.render import render_unexpected
+
+            render_unexpected(self, error, io)
             return EXIT_RUNTIME
         finally:
             logger.removeHandler(handler)
@@ -254,35 +263,19 @@ class SoongApplication(Application):
     def global_options(self) -> list[str]:
         """The global options of this run that choose the config and the cloud, as they
         would be typed: what a suggested command needs to act where this one did."""
-        import shlex
+        from soong_core.cli.render import global_options
 
-        words = []
-        if self.config_path:
-            words += ["--config", shlex.quote(self.config_path)]
-        if self.profile == "sim" and self.sim_flag:
-            words.append("--sim")
-        elif self.profile:
-            words += ["--profile", shlex.quote(self.profile)]
-        return words
+        return global_options(self)
 
     def localise(self, text: str) -> str:
         """Add :meth:`global_options` to every backticked ``soong ...`` in ``text`` that
         names none of its own, so a hint typed as shown acts on the same config and cloud
         (under ``--sim``, `` `soong status` `` becomes `` `soong --sim status` ``)."""
-        words = self.global_options()
-        if not words or "`soong" not in text:
+        if "`soong" not in text:
             return text
-        prefix = " ".join(words)
+        from soong_core.cli.render import localise
 
-        def add(match: re.Match[str]) -> str:
-            rest = match.group(1) or ""
-            if re.match(r"\s+--(sim|profile|config)\b", rest):
-                return match.group(0)
-            if self.sim_flag and re.match(r"\s+sim\b", rest):
-                return match.group(0)  # `soong sim up` is what makes --sim work
-            return f"`soong {prefix}{rest}`"
-
-        return _SOONG_COMMAND.sub(add, text)
+        return localise(self, text)
 
     def _join_negative_numbers(self, io: IO) -> None:
         """``--hours -1`` reaches the command as ``--hours=-1``: cleo would read ``-1``
@@ -295,116 +288,13 @@ class SoongApplication(Application):
         if not isinstance(io.input, ArgvInput):
             return
         tokens = list(io.input._tokens)
-        if not any(_NEGATIVE_NUMBER.match(t) for t in tokens):
+        if not any(_may_be_negative_number(token) for token in tokens):
             return
-        flags = self._flag_names(tokens)
-        joined: list[str] = []
-        for index, token in enumerate(tokens):
-            previous = joined[-1] if joined else ""
-            if not _NEGATIVE_NUMBER.match(token) or "--" in joined:
-                joined.append(token)
-            elif previous.startswith("--") and "=" not in previous and previous[2:] not in flags:
-                joined[-1] = f"{previous}={token}"
-            elif not any(t.startswith("-") and not _NEGATIVE_NUMBER.match(t)
-                         for t in tokens[index:]):
-                joined += ["--", token]  # an argument (`config set KEY -1`): options end here
-            else:
-                joined.append(token)
+        from soong_core.cli.words import join_negative_numbers
+
+        joined = join_negative_numbers(self, tokens)
         if joined != tokens:
             io.input._tokens = joined
-
-    def _flag_names(self, tokens: list[str]) -> set[str]:
-        """Names of the options that take no value, global and of the command named in
-        ``tokens`` (when it can be found)."""
-        flags = {o.name for o in self.definition.options if o.is_flag()}
-        words = [t for t in tokens if not t.startswith("-")]
-        for count in (2, 1):
-            name = " ".join(words[:count])
-            if len(words) >= count and self._command_loader and self._command_loader.has(name):
-                try:
-                    command = self._command_loader.get(name)
-                except Exception:  # a broken plugin command: cleo reports it later
-                    break
-                flags |= {o.name for o in command.definition.options if o.is_flag()}
-                break
-        return flags
-
-    # -- error rendering ------------------------------------------------------------
-
-    def _write_error(self, io: IO, message: str, hints: list[str]) -> None:
-        from soong_core.text import cleo_literal
-
-        io.write_error_line(f"<error>error:</error> {cleo_literal(self.localise(message))}",
-                            verbosity=Verbosity.QUIET)
-        for hint in hints:
-            io.write_error_line(f"  <comment>{cleo_literal(self.localise(hint))}</comment>",
-                                verbosity=Verbosity.QUIET)
-
-    def _write_traceback(self, io: IO, error: BaseException) -> None:
-        import traceback
-
-        from soong_core.text import cleo_literal
-
-        if io.is_debug():
-            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            io.write_error_line(cleo_literal(text.rstrip(), multiline=True),
-                                verbosity=Verbosity.DEBUG)
-
-    def _render_soong_error(self, error: SoongError, io: IO) -> None:
-        from soong_core.text import cleo_literal
-
-        self._write_error(io, error.message, list(error.hints))
-        if error.detail and io.is_debug():
-            io.write_error_line(cleo_literal(error.detail, multiline=True),
-                                verbosity=Verbosity.DEBUG)
-        self._write_traceback(io, error)
-
-    def _render_usage_error(self, error: CleoError, io: IO) -> None:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        message = lines[0].rstrip(".") if lines else type(error).__name__
-        hints = [" ".join(lines[1:])] if len(lines) > 1 else []
-        if isinstance(error, CleoCommandNotFoundError):
-            message, hints = self._unknown_command()
-        elif self._running_command is not None and self._running_command.name:
-            hints.append(f"run `soong help {self._running_command.name}` for its usage")
-        self._write_error(io, message, hints)
-        self._write_traceback(io, error)
-
-    def _unknown_command(self) -> tuple[str, list[str]]:
-        """A mistyped command name (``strat``): the closest command names, as a hint."""
-        import difflib
-
-        names = sorted({*(self._command_loader.names if self._command_loader else []),
-                        *(n for n, c in self._commands.items() if not c.hidden)})
-        typed = " ".join(self._words[:2]) or "?"
-        guesses: list[str] = []
-        for count in (2, 1):
-            candidates = [n for n in names if n.count(" ") == count - 1]
-            wanted = " ".join(self._words[:count])
-            if len(self._words) >= count:
-                guesses += [g for g in difflib.get_close_matches(wanted, candidates, n=3,
-                                                                   cutoff=0.6)
-                            if g not in guesses]
-        if len(self._words) >= 1:
-            guesses += [n for n in names if n.startswith(self._words[0] + " ")
-                        and n not in guesses and not guesses]
-        hints = []
-        if guesses:
-            shown = " or ".join(f"`soong {g}`" for g in guesses[:3])
-            hints.append(f"did you mean {shown}?")
-        hints.append("run `soong list` to see every command")
-        return f"unknown command {typed!r}", hints
-
-    def _render_unexpected(self, error: BaseException, io: IO) -> None:
-        message = " ".join(f"{type(error).__name__}: {error}".split())
-        self._write_error(io, f"unexpected {message}",
-                          ["this is a bug in soong or a plugin; rerun with -vvv for the "
-                           "traceback and report it"])
-        self._write_traceback(io, error)
-
-
-_SOONG_COMMAND = re.compile(r"`soong(\s[^`]*)?`")
-_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)$")
 
 
 def _option_value(io: IO, name: str) -> str | None:
@@ -425,6 +315,13 @@ def _option_value(io: IO, name: str) -> str | None:
     return None
 
 
+def _may_be_negative_number(token: str) -> bool:
+    """Whether ``token`` may be a negative number (``-1``, ``-.5``): true of every one
+    :data:`soong_core.cli.words.NEGATIVE_NUMBER` matches, so a run whose words are all
+    false here needs none of that module."""
+    return token[:1] == "-" and (token[1:2].isdigit() or token[1:2] == ".")
+
+
 def _check_api_timeout(text: str | None) -> None:
     import math
 
@@ -437,17 +334,6 @@ def _check_api_timeout(text: str | None) -> None:
     if not seconds >= 1 or math.isinf(seconds):
         raise UsageError(f"--api-timeout {text!r}: give a number of seconds, at least 1",
                          hints=["the default is 60 (defaults.api_timeout_seconds)"])
-
-
-def _raised_writing_output(error: OSError) -> bool:
-    """Whether ``error`` came from writing the command's output (``> /dev/full``)."""
-    traceback = error.__traceback__
-    while traceback is not None:
-        if traceback.tb_frame.f_code.co_filename.endswith(
-                ("stream_output.py", "buffered_output.py")):
-            return True
-        traceback = traceback.tb_next
-    return False
 
 
 def main() -> int:

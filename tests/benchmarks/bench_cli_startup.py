@@ -14,6 +14,12 @@ itself is in today.
 `status` runs with no config file, no profile and no soong or Lambda variable: it must
 fail with the missing-key line before it loads yaml, cerberus or requests.
 
+soong reads entry points through `importlib.metadata` only when an installed
+distribution may declare one in group `soong` (importing it costs about 20 ms); the
+targeted cases run with none installed, and `soong --help (a plugin installed)` shows,
+untargeted, what a user with a third-party plugin pays: a folder holding a plugin
+distribution is added to `PYTHONPATH` for that case only.
+
 Every command is a fresh subprocess; runs are interleaved so machine noise hits all of
 them alike; the median of RUNS is reported. No command makes a request, so no pacing
 applies. Target: `soong --help` and `status` each at most 2.0x the floor in both cases
@@ -40,6 +46,7 @@ PACKAGES = ("soong_core", "soong_plugins", "instance_agent")
 TARGETED = ("soong --help", "soong status (no config)")
 FLOOR = "floor: import cleo.application"
 MISSING_KEY = "no Lambda Cloud API key"
+WITH_PLUGIN = "soong --help (a plugin installed)"
 
 
 def checkout() -> Path:
@@ -83,6 +90,16 @@ def copy_sources(root: Path, into: Path) -> None:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
+def install_plugin(site: Path) -> None:
+    """A distribution declaring one (empty) plugin in group ``soong``, as pip lays it out."""
+    info = site / "soong_bench_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: soong-bench-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[soong]\nbench = soong_bench_plugin\n")
+    (site / "soong_bench_plugin.py").write_text('"""A plugin that registers nothing."""\n')
+
+
 def environments(home: Path, compiled: Path, bare: Path) -> dict[str, dict[str, str]]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("SOONG_", "LAMBDA_", "PYTHON"))}
@@ -104,7 +121,15 @@ def cases() -> dict[str, list[str]]:
         "soong --version": [*soong, "--version"],
         "soong plugins": [*soong, "plugins"],
         "soong status (no config)": [*soong, "status"],
+        WITH_PLUGIN: [*soong, "--help"],
     }
+
+
+def case_environment(env: dict[str, str], name: str, plugin_site: Path) -> dict[str, str]:
+    """``env``, with the plugin's folder on ``PYTHONPATH`` for :data:`WITH_PLUGIN`."""
+    if name != WITH_PLUGIN:
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join([env["PYTHONPATH"], str(plugin_site)])}
 
 
 def check_status(env: dict[str, str], cwd: Path, argv: list[str]) -> None:
@@ -115,12 +140,23 @@ def check_status(env: dict[str, str], cwd: Path, argv: list[str]) -> None:
                          f"key (exit {done.returncode}): {done.stderr.strip()[:200]}")
 
 
+def check_plugin_loaded(env: dict[str, str], cwd: Path) -> None:
+    """The plugin case must load the plugin, or it measures nothing more."""
+    argv = [sys.executable, "-m", "soong_core", "plugins", "--json"]
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0 or '"soong-bench-plugin"' not in done.stdout:
+        raise SystemExit(f"error: the installed plugin was not loaded (exit {done.returncode}): "
+                         f"{done.stderr.strip()[:200]}")
+
+
 def main() -> int:
     root = checkout()
     commands = cases()
     with tempfile.TemporaryDirectory() as tmp:
         home, compiled, bare = Path(tmp, "home"), Path(tmp, "compiled"), Path(tmp, "bare")
         home.mkdir()
+        plugin_site = Path(tmp, "plugin")
+        install_plugin(plugin_site)
         copy_sources(root, compiled)
         copy_sources(root, bare)
         compileall.compile_dir(str(compiled), quiet=1)
@@ -129,14 +165,16 @@ def main() -> int:
         times: dict[tuple[str, str], list[float]] = {(m, c): [] for m in envs for c in commands}
         for mode, env in envs.items():  # warm the file cache once; check the early failure
             for name, argv in commands.items():
-                subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                subprocess.run(argv, env=case_environment(env, name, plugin_site), cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             check_status(env, cwd, commands["soong status (no config)"])
+            check_plugin_loaded(case_environment(env, WITH_PLUGIN, plugin_site), cwd)
         for _ in range(RUNS):
             for mode, env in envs.items():
                 for name, argv in commands.items():
+                    case_env = case_environment(env, name, plugin_site)
                     start = time.perf_counter()
-                    subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                    subprocess.run(argv, env=case_env, cwd=cwd, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
                     times[(mode, name)].append(time.perf_counter() - start)
     print(f"the checkout: {bytecode_state(root)}")
