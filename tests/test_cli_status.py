@@ -729,7 +729,7 @@ def test_a_key_anywhere_is_still_read_in_full(
 
 
 def test_missing_credential_reads_the_schema_and_the_environment_only(plugins: Plugins) -> None:
-    from soong_core.cli.command import missing_credential
+    from soong_core.cli.credentials import missing_credential
     from soong_core.config import build_schema
     from soong_plugins.lambda_labs import MISSING_KEY_MESSAGE
     from soong_plugins.lambda_labs.errors import MissingApiKeyError
