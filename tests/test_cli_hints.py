@@ -135,7 +135,7 @@ def test_a_bad_api_timeout_is_one_line_naming_the_option(run_cli: Any, value: st
     result = run_cli(f"--api-timeout {value} config show")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == (
-        f"error: --api-timeout {value!r}: give a number of seconds, at least 1")
+        f"error: --api-timeout must be a number of seconds >= 1, got {value!r}")
 
 
 def test_the_api_timeout_reaches_the_config(run_cli: Any) -> None:

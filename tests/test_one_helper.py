@@ -97,7 +97,6 @@ NUMBER_CALLS = {"float", "int"}
 """Calls that turn typed text into a number by hand."""
 PARSERS_ALLOWED = {
     "soong_core/numbers.py",
-    "soong_core/cli/application.py",  # --api-timeout: read before any command loads
 }
 
 

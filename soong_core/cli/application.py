@@ -323,17 +323,15 @@ def _may_be_negative_number(token: str) -> bool:
 
 
 def _check_api_timeout(text: str | None) -> None:
-    import math
-
     if text is None:
         return
+    from soong_core.numbers import parse_number
+
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not seconds >= 1 or math.isinf(seconds):
-        raise UsageError(f"--api-timeout {text!r}: give a number of seconds, at least 1",
-                         hints=["the default is 60 (defaults.api_timeout_seconds)"])
+        parse_number(text, "--api-timeout", unit="seconds", minimum=1)
+    except ValueError as exc:
+        raise UsageError(str(exc), hints=["the default is 60 (defaults.api_timeout_seconds)"]
+                         ) from None
 
 
 def main() -> int:
