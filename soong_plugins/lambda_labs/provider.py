@@ -352,10 +352,13 @@ class LambdaProvider(Provider):
         return error
 
     def terminate(self, instance_ids: Sequence[str]) -> list[Instance]:
-        """One batched call; ids that ended meanwhile are dropped and the rest retried."""
+        """One batched call; ids that ended meanwhile are dropped and the rest retried.
+        An API that answers an ended id with the instance unchanged instead of a 404
+        (the simulator's default) gives the same result: only what is terminating."""
         if not instance_ids:
             return []
-        return convert.instances(self.client.terminate(instance_ids), self._prices())
+        answered = convert.instances(self.client.terminate(instance_ids), self._prices())
+        return [instance for instance in answered if not instance.state.ended]
 
     def restart(self, instance_ids: Sequence[str]) -> list[Instance]:
         return convert.instances(self.client.restart(instance_ids), self._prices())

@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         from soong_plugins.lambda_labs.simulator.requestlog import read_lines
 
         latencies: list[float] = []
-        with Simulator(home / "sim", rate_limit=True, speed=1.0) as sim:
+        with Simulator(home / "sim", rate_limit="strict", speed=1.0) as sim:
             clock = sim.clock
             config = {"defaults": {"provider": "lambda"},
                       "lambda": {"api_url": sim.api_url, "api_key": sim.api_key}}

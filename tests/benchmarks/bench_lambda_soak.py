@@ -60,7 +60,7 @@ def soak(root: Path, seconds: float, seed: int) -> int:
     adopted = 0
     stopped: set[str] = set()
     lock = threading.Lock()
-    with Simulator(root / "sim", rate_limit=True, speed=30.0, boot_seconds=60,
+    with Simulator(root / "sim", rate_limit="strict", speed=30.0, boot_seconds=60,
                    terminate_seconds=30) as sim:
         sim.cloud.add_ssh_key({"name": "soong", "public_key": DEFAULT_PUBLIC_KEY})
         sim.update_knobs({"default_capacity": 1000, "error_rate": 0.10, "error_status": 503,

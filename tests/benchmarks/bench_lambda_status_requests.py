@@ -38,7 +38,7 @@ def main() -> int:
         from soong_plugins.lambda_labs.simulator.requestlog import read_lines
         from soong_plugins.lambda_labs.simulator.testing import DEFAULT_PUBLIC_KEY
 
-        with Simulator(home / "sim", rate_limit=True) as sim:
+        with Simulator(home / "sim", rate_limit="strict") as sim:
             write_config_file(default_config_path(), {
                 "lambda": {"api_url": sim.api_url, "api_key": sim.api_key},
                 "defaults": {"gpu": "gpu_1x_a10", "region": "us-east-1"}})

@@ -83,7 +83,7 @@ def main() -> int:
 
     soong = soong_command()
     with tempfile.TemporaryDirectory() as root:
-        with Simulator(Path(root) / "sim", rate_limit=True) as sim:
+        with Simulator(Path(root) / "sim", rate_limit="strict") as sim:
             now = time.time()
             running = seed_instances(sim, 1, now=now)
             homes = {}

@@ -236,8 +236,8 @@ def main() -> int:
     soong = soong_command()
     with tempfile.TemporaryDirectory() as root:
         one, fleet = Home(Path(root) / "one"), Home(Path(root) / "fleet")
-        with Simulator(Path(root) / "sim-one", rate_limit=True) as sim_one, \
-                Simulator(Path(root) / "sim-fleet", rate_limit=True) as sim_fleet:
+        with Simulator(Path(root) / "sim-one", rate_limit="strict") as sim_one, \
+                Simulator(Path(root) / "sim-fleet", rate_limit="strict") as sim_fleet:
             now = time.time()
             for home, sim, count in ((one, sim_one, 1), (fleet, sim_fleet, FLEET)):
                 configure(home, sim)

@@ -50,12 +50,13 @@ def timer() -> Iterator[VirtualTimer]:
 def cloud_factory(sim_factory: Callable[..., SimHarness], timer: VirtualTimer,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., SimHarness]]:
     """``cloud_factory(allow_429=False, **Simulator options)``: a simulator with the
-    API's rate limits on the virtual clock and body capture, audited at teardown."""
+    API's rate limits in strict mode (1/s, no burst: soong's pacing is tested against the
+    tightest reading) on the virtual clock and body capture, audited at teardown."""
     audits: list[tuple[Path, bool]] = []
 
     def make(*, allow_429: bool = False, **options: Any) -> SimHarness:
         capture = tmp_path_factory.mktemp("capture") / "bodies.jsonl"
-        options.setdefault("rate_limit", True)
+        options.setdefault("rate_limit", "strict")
         options.setdefault("wall", timer.monotonic)
         harness = sim_factory(capture_path=capture, **options)
         harness.capture_path = capture  # type: ignore[attr-defined]

@@ -26,7 +26,9 @@ def soong(env: SoongEnv, *args: str) -> CliResult:
 
 def test_configure_start_status_stop_against_sim_up(soong_env: SoongEnv, tmp_path: Path) -> None:
     capture = tmp_path / "bodies.jsonl"
-    up = soong(soong_env, "sim", "up", "--json", "--speed", "100", "--capture-bodies", str(capture))
+    # strict limits (1/s, no burst): soong's own pacing must keep every process below them
+    up = soong(soong_env, "sim", "up", "--json", "--speed", "100", "--rate-limit", "strict",
+               "--capture-bodies", str(capture))
     assert up.exit_code == 0, up.stderr
     sim: dict[str, Any] = json.loads(up.stdout)
     runs: list[CliResult] = []

@@ -232,7 +232,7 @@ def run_together(cloud: SimHarness, soong_env: SoongEnv, mode: str, *, processes
 @pytest.mark.slow
 def test_two_processes_released_together_never_meet_a_429(
         sim_factory: Callable[..., SimHarness], soong_env: SoongEnv) -> None:
-    cloud = sim_factory(rate_limit=True)  # strict: 1 per second, on real time
+    cloud = sim_factory(rate_limit="strict")  # 1 per second, no burst, on real time
     seen = run_together(cloud, soong_env, "shared")
     assert [e["status"] for e in seen] == [200] * 4
     gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(seen)]
@@ -242,7 +242,7 @@ def test_two_processes_released_together_never_meet_a_429(
 @pytest.mark.slow
 def test_the_same_processes_pacing_alone_collide(
         sim_factory: Callable[..., SimHarness], soong_env: SoongEnv) -> None:
-    cloud = sim_factory(rate_limit=True)
+    cloud = sim_factory(rate_limit="strict")
     seen = run_together(cloud, soong_env, "alone")
     assert "rate_limited" in [e["fault"] for e in seen]  # what the shared file prevents
 
@@ -250,7 +250,7 @@ def test_the_same_processes_pacing_alone_collide(
 @pytest.mark.slow
 def test_concurrent_and_back_to_back_soong_status_meet_no_429(
         sim_factory: Callable[..., SimHarness], soong_env: SoongEnv) -> None:
-    cloud = sim_factory(rate_limit=True)
+    cloud = sim_factory(rate_limit="strict")
     write_config_file(default_config_path(), {"lambda": {"api_url": cloud.api_url,
                                                          "api_key": cloud.api_key}})
     results: list[Any] = [None, None]

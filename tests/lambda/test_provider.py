@@ -120,6 +120,7 @@ def test_list_get_and_wait_states(provider: LambdaProvider, cloud: SimHarness, s
 def test_terminate_is_one_call_and_a_stale_id_is_dropped_then_the_rest_retried(
         provider: LambdaProvider, cloud: SimHarness, ssh_key: str,
         api_log: Callable[..., Any]) -> None:
+    cloud.control("PATCH", "/knobs", {"terminate_ended": "404"})  # the 404 path
     first, second, third = (launch(provider, f"id-{n}") for n in range(3))
     provider.terminate([first])
     cloud.clock.advance(60)  # the first is terminated now: the API 404s a batch naming it
@@ -226,3 +227,25 @@ def test_launch_body_is_what_the_spec_calls_InstanceLaunchRequest() -> None:
 
     assert spec_validator().validate_request("POST", "/api/v1/instance-operations/launch",
                                              body) == []
+
+
+@pytest.mark.parametrize("terminate_ended", ["return", "404"])
+def test_terminate_gives_the_same_answer_whether_an_ended_id_is_returned_or_404(
+        cloud_factory: Callable[..., SimHarness], api_log: Callable[..., Any],
+        terminate_ended: str) -> None:
+    cloud = cloud_factory(terminate_ended=terminate_ended)
+    provider = LambdaProvider(cloud.api_url, cloud.api_key)
+    provider.add_ssh_key("soong", DEFAULT_PUBLIC_KEY)
+    ended, live, booting = (launch(provider, f"id-{n}") for n in range(3))
+    cloud.clock.advance(60)
+    provider.terminate([ended])
+    cloud.clock.advance(60)  # ended is terminated now, still listed
+    listed = [i.id for i in provider.list_instances()]
+    assert sorted(listed) == sorted([ended, live, booting])
+    done = provider.terminate(listed)  # terminate everything listed
+    assert sorted(i.id for i in done) == sorted([live, booting])
+    assert {i.state for i in done} == {InstanceState.TERMINATING}
+    assert not [i for i in provider.list_instances() if i.state.billing]
+    operations = [e["operation"] for e in api_log(cloud)
+                  if e["operation"] == "terminateInstance"]
+    assert len(operations) == (2 if terminate_ended == "return" else 3)  # 404: one retry

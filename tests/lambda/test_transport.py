@@ -267,3 +267,39 @@ def test_http_dates_in_every_form_and_malformed_ones() -> None:
     assert parse("Sun, 06 Nov 1994 09:49:37 +0100") == 784111777
     for bad in (None, "", "not a date", "Sun, 32 Nov 1994 08:49:37 GMT", "1994-11-06"):
         assert parse(bad) is None, bad
+
+
+# -- a 429 as the edge sends it (plain text) or as the envelope ---------------------------------
+
+
+@pytest.mark.parametrize("body", ["text", "json"])
+def test_a_429_in_either_body_is_retried_after_retry_after(
+        cloud_factory: Callable[..., SimHarness], timer: VirtualTimer,
+        api_log: Callable[..., Any], body: str) -> None:
+    cloud = cloud_factory(allow_429=True, rate_limit_body=body)
+    cloud.api("GET", "/instances")  # another program spends this second's token
+    provider = LambdaProvider(cloud.api_url, cloud.api_key)
+    assert provider.list_instances() == []
+    assert [e["status"] for e in api_log(cloud)] == [200, 429, 200]
+    assert timer.sleeps[0] == 1.0
+
+
+@pytest.mark.parametrize("body", ["text", "json"])
+def test_a_429_that_outlasts_the_retries_is_one_line_in_either_body(
+        cloud_factory: Callable[..., SimHarness], api_log: Callable[..., Any],
+        body: str) -> None:
+    from soong_plugins.lambda_labs.simulator.ratelimit import LAUNCH as SIM_LAUNCH
+    from soong_plugins.lambda_labs.simulator.ratelimit import Limit
+
+    # one request an hour: waiting for the next (Retry-After, cut to a minute) would pass
+    # the 60 s deadline, so the client reports the 429 it has
+    cloud = cloud_factory(allow_429=True, rate_limit_body=body,
+                          limits=(Limit(rate=1 / 3600, burst=1), SIM_LAUNCH))
+    cloud.api("GET", "/instances")
+    provider = LambdaProvider(cloud.api_url, cloud.api_key)
+    with pytest.raises(errors.RateLimitedError) as caught:
+        provider.list_instances()
+    assert caught.value.message == ("Lambda Cloud kept answering 'too many requests' "
+                                    "(listing instances)")
+    assert caught.value.status == 429 and caught.value.hints
+    assert [e["status"] for e in api_log(cloud)] == [200, 429]

@@ -48,7 +48,7 @@ def test_unknown_paths_and_methods_are_json_errors(sim: SimHarness) -> None:
     assert (missing.status, missing.error_code) == (404, "global/object-does-not-exist")
     assert sim.client.request("GET", "/", auth=False).status == 404
     wrong = sim.api("DELETE", "/instances")
-    assert wrong.status == 405 and wrong.headers["Allow"] == "GET"
+    assert wrong.status == 405 and wrong.headers["Allow"] == "GET, HEAD"
     unknown_control = sim.client.request("GET", "/_sim/nope")
     assert unknown_control.status == 404
 
@@ -59,6 +59,70 @@ def raw_exchange(sim: SimHarness, request: bytes) -> tuple[int, dict[str, str], 
         response = http.client.HTTPResponse(sock)
         response.begin()
         return response.status, dict(response.getheaders()), response.read()
+
+
+def logged(sim: SimHarness) -> list[tuple[str, str, int | None]]:
+    return [(e["method"], e["path"], e["status"])
+            for e in sim.control("GET", "/requests")["entries"]]
+
+
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "PROPFIND", "BREW"])
+def test_methods_the_server_does_not_serve_answer_405_in_the_envelope(
+        sim: SimHarness, method: str) -> None:
+    for path, allow in (("/api/v1/instances", "GET, HEAD"),
+                        ("/api/v1/no-such-thing", "DELETE, GET, HEAD, PATCH, POST, PUT")):
+        status, headers, body = raw_exchange(
+            sim, f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert (status, headers["Content-Type"], headers["Allow"]) == (
+            405, "application/json", allow), path
+        error = json.loads(body)["error"]
+        assert error["code"] == "global/method-not-allowed" and method in error["message"]
+        assert (method, path, 405) in logged(sim)
+
+
+def test_connect_answers_405_in_the_envelope_and_is_logged(sim: SimHarness) -> None:
+    status, headers, body = raw_exchange(sim, b"CONNECT example.com:443 HTTP/1.1\r\n"
+                                              b"Host: example.com:443\r\n\r\n")
+    assert status == 405 and "Allow" in headers
+    assert json.loads(body)["error"]["code"] == "global/method-not-allowed"
+    assert ("CONNECT", "example.com:443", 405) in logged(sim)
+
+
+def test_a_body_on_a_method_that_takes_none_closes_the_connection(sim: SimHarness) -> None:
+    # left unread, "abc" would be read as the next request on the kept-alive connection
+    for method, status in (("GET", 200), ("TRACE", 405)):
+        answer, headers, _ = raw_exchange(
+            sim, f"{method} /api/v1/instances HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 f"{sim.api_key}\r\nContent-Length: 3\r\n\r\nabc".encode())
+        assert (answer, headers.get("Connection")) == (status, "close"), method
+
+
+def test_head_answers_like_get_without_a_body(sim: SimHarness) -> None:
+    sim.launch()
+    connection = http.client.HTTPConnection("127.0.0.1", sim.simulator.port, timeout=5)
+    auth = {"Authorization": f"Bearer {sim.api_key}"}
+    try:
+        connection.request("GET", "/api/v1/instances", headers=auth)
+        got = connection.getresponse()
+        got_body = got.read()
+        connection.request("HEAD", "/api/v1/instances", headers=auth)
+        head = connection.getresponse()
+        assert (head.status, head.read()) == (200, b"")
+        assert head.headers["Content-Length"] == got.headers["Content-Length"] == \
+            str(len(got_body))
+        assert head.headers["Content-Type"] == "application/json"
+        # the connection is still in step: a GET after the HEAD gets its whole answer
+        connection.request("GET", "/api/v1/instances", headers=auth)
+        again = connection.getresponse()
+        assert json.loads(again.read())["data"][0]["id"]
+        connection.request("HEAD", "/api/v1/instances")
+        unauthorized = connection.getresponse()
+        assert (unauthorized.status, unauthorized.read()) == (401, b"")
+    finally:
+        connection.close()
+    post_only = sim.api("HEAD", "/instance-operations/launch")
+    assert (post_only.status, post_only.headers["Allow"]) == (405, "POST")
+    assert ("HEAD", "/api/v1/instances", 200) in logged(sim)
 
 
 def test_protocol_errors_and_huge_bodies_get_json_not_html(sim: SimHarness) -> None:

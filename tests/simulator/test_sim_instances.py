@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from soong_plugins.lambda_labs.simulator.testing import SimHarness
 
 
@@ -56,9 +58,80 @@ def test_batch_terminate_with_one_unknown_id_terminates_nothing(sim: SimHarness)
     assert gone.status == 404  # terminated ones are not terminated twice
 
 
+def test_an_ended_but_listed_instance_comes_back_unchanged(sim: SimHarness) -> None:
+    """What a client lists, it can terminate: one ended instance in the batch does not
+    make the call a 404 that leaves the live ones billing."""
+    sim.control("PATCH", "/knobs", {"terminate_seconds": 10, "ended_visible_seconds": 300})
+    assert sim.control("GET", "/knobs")["terminate_ended"] == "return"
+    ended, preempted, live = sim.launch(), sim.launch(), sim.launch()
+    sim.api("POST", "/instance-operations/terminate", {"instance_ids": [ended]})
+    sim.control("POST", f"/instances/{preempted}/fault", {"fault": "preempted"})
+    sim.clock.advance(60)
+    before = {i["id"]: i for i in sim.api("GET", "/instances").data}
+    assert {k: v["status"] for k, v in before.items()} == {
+        ended: "terminated", preempted: "preempted", live: "active"}
+    record = sim.cloud.state.instances[ended]
+    ends = (record.terminate_requested_at, record.terminated_at)
+
+    reply = sim.api("POST", "/instance-operations/terminate",
+                    {"instance_ids": list(before)})
+    answered = {i["id"]: i for i in reply.data["terminated_instances"]}
+    assert answered[ended] == before[ended] and answered[preempted] == before[preempted]
+    assert answered[live]["status"] == "terminating"
+    assert (record.terminate_requested_at, record.terminated_at) == ends  # untouched
+    assert sim.cloud.state.instances[preempted].terminate_requested_at is None
+    assert not any(i["status"] in ("booting", "active", "unhealthy")
+                   for i in sim.api("GET", "/instances").data)
+
+
+def test_terminate_ended_404_fails_the_batch_as_before(sim_factory: Any) -> None:
+    sim = sim_factory(terminate_ended="404")
+    assert sim.control("GET", "/knobs")["terminate_ended"] == "404"
+    ended, live = sim.launch(), sim.launch()
+    sim.api("POST", "/instance-operations/terminate", {"instance_ids": [ended]})
+    sim.clock.advance(60)
+    reply = sim.api("POST", "/instance-operations/terminate", {"instance_ids": [ended, live]})
+    assert (reply.status, reply.error_code) == (404, "global/object-does-not-exist")
+    assert ended in reply.body["error"]["message"]
+    assert sim.instance(live)["status"] == "active"  # nothing terminated
+    assert sim.control("PATCH", "/knobs", {"terminate_ended": "return"})["terminate_ended"] \
+        == "return"
+    assert len(sim.api("POST", "/instance-operations/terminate",
+                       {"instance_ids": [ended, live]}).data["terminated_instances"]) == 2
+
+
+def test_the_terminate_ended_knob_takes_only_its_two_words(sim: SimHarness) -> None:
+    for value in ("yes", "", True, None, 405):
+        reply = sim.client.request("PATCH", "/_sim/knobs", {"terminate_ended": value})
+        assert reply.status == 400 and "terminate_ended" in reply.body["error"]["message"]
+    assert sim.control("PATCH", "/knobs", {"terminate_ended": 404})["terminate_ended"] == "404"
+
+
+def test_terminate_ended_persists_and_is_a_start_option(sim_factory: Any,
+                                                        tmp_path: Any) -> None:
+    from soong_plugins.lambda_labs.simulator.app import Simulator, SimulatorError
+
+    first = sim_factory(state_dir=tmp_path / "cloud", terminate_ended="404")
+    first.stop()
+    again = sim_factory(state_dir=tmp_path / "cloud")
+    assert again.control("GET", "/knobs")["terminate_ended"] == "404"
+    again.stop()
+    with pytest.raises(SimulatorError, match="terminate_ended must be one of return, 404"):
+        Simulator(tmp_path / "other", terminate_ended="sometimes", rate_limit=False)
+
+
+def test_terminating_no_ids_answers_an_empty_list(sim: SimHarness) -> None:
+    instance_id = sim.launch()
+    reply = sim.api("POST", "/instance-operations/terminate", {"instance_ids": []})
+    assert (reply.status, reply.data) == (200, {"terminated_instances": []})
+    assert sim.instance(instance_id)["status"] == "booting"
+
+
 def test_terminate_and_restart_refuse_malformed_bodies(sim: SimHarness) -> None:
-    for path in ("/instance-operations/terminate", "/instance-operations/restart"):
-        bodies: list[Any] = [{}, {"instance_ids": []}, {"instance_ids": "abc"}, [1]]
+    restart_empty: list[Any] = [{"instance_ids": []}]
+    for path, extra in (("/instance-operations/terminate", []),
+                        ("/instance-operations/restart", restart_empty)):
+        bodies: list[Any] = [{}, {"instance_ids": "abc"}, [1], *extra]
         for body in bodies:
             reply = sim.api("POST", path, body)
             assert (reply.status, reply.error_code) == (400, "global/invalid-parameters"), body

@@ -84,7 +84,7 @@ def test_a_full_launch_is_reflected_in_the_instance(sim: SimHarness) -> None:
         file_system_mounts=[{"mount_point": "/data/scratch", "file_system_id": other["id"]}],
         image={"id": image["id"]}, firewall_rulesets=[{"id": ruleset["id"]}],
         user_data=user_data, tags=[{"key": "soong:model", "value": "llama"}],
-        quantity=1)  # a field the spec does not define is ignored, like the API does
+        quantity=1)  # the old field the spec dropped: 1 is what the API launches anyway
     instance = sim.instance(instance_id)
     assert instance["hostname"] == "box-1"
     assert instance["file_system_names"] == ["data", "scratch"]
@@ -123,3 +123,20 @@ def test_launch_listeners_receive_user_data_which_the_state_never_keeps(sim: Sim
     assert received == [(instance_id, "#!/bin/bash\nexport TOKEN=hush-hush\n")]
     state = sim.simulator.store.state_path.read_text()
     assert "hush-hush" not in state and "user_data_sha256" in state
+
+
+@pytest.mark.parametrize("quantity", [2, 5, 100])
+def test_a_quantity_above_one_is_refused_as_the_api_does(sim: SimHarness, quantity: int
+                                                         ) -> None:
+    reply = sim.api("POST", "/instance-operations/launch", sim.launch_body(quantity=quantity))
+    assert (reply.status, reply.error_code) == (400, "global/invalid-parameters")
+    assert reply.body["error"]["message"] == "Requested too many instances."
+    assert sim.api("GET", "/instances").data == []  # nothing launched
+
+
+@pytest.mark.parametrize("quantity", [0, -1, 1.5, "2", True, None])
+def test_a_quantity_that_is_no_count_is_refused(sim: SimHarness, quantity: Any) -> None:
+    reply = sim.api("POST", "/instance-operations/launch", sim.launch_body(quantity=quantity))
+    assert (reply.status, reply.error_code) == (400, "global/invalid-parameters")
+    assert "quantity" in reply.body["error"]["message"]
+    assert sim.api("GET", "/instances").data == []

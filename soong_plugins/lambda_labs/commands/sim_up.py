@@ -50,8 +50,15 @@ class SimUpCommand(SoongCommand):
                "[default: as stored, else 60].", flag=False),
         option("terminate-seconds", description="Simulated seconds from terminating to "
                "terminated [default: as stored, else 10].", flag=False),
+        option("rate-limit", description="How the API's rate limits (1 request/s; "
+               "launches 1 per 12 s, 5 per minute) are enforced: edge (a burst of 3 around "
+               "1/s, as Lambda's edge counts), strict (1/s, no burst) or off "
+               "[default: edge].", flag=False),
+        option("rate-limit-body", description="What a 429 carries: text (Cloudflare's "
+               "'error code: 1015', as the real API) or json (the API's error envelope).",
+               flag=False, default="text"),
         option("no-rate-limit", description="Do not enforce the API's rate limits "
-               "(1 request/s; launches 1 per 12 s, 5 per minute)."),
+               "(--rate-limit off)."),
         option("capacity", description="Instances that fit per type and region, as "
                "TYPE:REGION=N ('*' for all); repeatable.", flag=False, multiple=True),
         option("reset", description="Forget the stored cloud first (the key, the account "
@@ -115,7 +122,15 @@ class SimUpCommand(SoongCommand):
                 if self.option(flag) is not None:
                     setattr(result, flag.replace("-", "_"),
                             opts.parse_seconds(self.option(flag), f"--{flag}"))
-            result.rate_limit = not self.option("no-rate-limit")
+            mode = self.option("rate-limit")
+            if mode is not None:
+                result.rate_limit = opts.parse_rate_limit(mode)
+            if self.option("no-rate-limit"):
+                if result.rate_limit != "off" and mode is not None:
+                    raise ValueError(f"--no-rate-limit contradicts --rate-limit {mode}: "
+                                     "give one of them")
+                result.rate_limit = "off"
+            result.rate_limit_body = opts.parse_rate_limit_body(self.option("rate-limit-body"))
             result.capacity = [opts.parse_capacity(text) for text in self.option("capacity")]
             result.reset = bool(self.option("reset"))
             capture = self.option("capture-bodies")

@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--boot-seconds", type=_type(opts.parse_seconds, "--boot-seconds"))
     parser.add_argument("--terminate-seconds",
                         type=_type(opts.parse_seconds, "--terminate-seconds"))
-    parser.add_argument("--no-rate-limit", action="store_true")
+    parser.add_argument("--rate-limit", type=_type(opts.parse_rate_limit), default="edge")
+    parser.add_argument("--rate-limit-body", type=_type(opts.parse_rate_limit_body),
+                        default="text")
+    parser.add_argument("--no-rate-limit", action="store_true", help="--rate-limit off")
     parser.add_argument("--capacity", action="append", default=[],
                         type=_type(opts.parse_capacity))
     parser.add_argument("--reset", action="store_true")
@@ -76,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         simulator = Simulator(
             args.state_dir, port=args.port, speed=args.speed, boot_seconds=args.boot_seconds,
-            terminate_seconds=args.terminate_seconds, rate_limit=not args.no_rate_limit,
+            terminate_seconds=args.terminate_seconds,
+            rate_limit="off" if args.no_rate_limit else args.rate_limit,
+            rate_limit_body=args.rate_limit_body,
             capacity=args.capacity, reset=args.reset,
             capture_path=args.capture or os.environ.get(CAPTURE_ENV) or None,
             pid_file=args.pid_file, profile_path=args.profile)

@@ -33,7 +33,13 @@ from soong_plugins.lambda_labs.simulator import api, control, errors, locks
 from soong_plugins.lambda_labs.simulator.cloud import Cloud
 from soong_plugins.lambda_labs.simulator.errors import ApiError, invalid_parameters
 from soong_plugins.lambda_labs.simulator.faults import FAULT_NAMES, FaultInjector, FaultSettings
-from soong_plugins.lambda_labs.simulator.ratelimit import GENERAL, LAUNCH, Limit, RateLimiter
+from soong_plugins.lambda_labs.simulator.ratelimit import (
+    LAUNCH,
+    Limit,
+    RateLimiter,
+    check_body,
+    check_mode,
+)
 from soong_plugins.lambda_labs.simulator.requestlog import (
     JsonLines,
     redact_request,
@@ -42,6 +48,7 @@ from soong_plugins.lambda_labs.simulator.requestlog import (
 from soong_plugins.lambda_labs.simulator.routes import Router
 from soong_plugins.lambda_labs.simulator.server import Exchange, SimulatorHTTPServer
 from soong_plugins.lambda_labs.simulator.locks import HeldLock
+from soong_plugins.lambda_labs.simulator.state import TERMINATE_ENDED_CHOICES
 from soong_plugins.lambda_labs.simulator.store import StateStore, StoreError
 
 log = logging.getLogger("soong.sim")
@@ -57,6 +64,9 @@ SETTING_RULES: dict[str, tuple[type, float, float | None, bool]] = {
     "quota_instances": (int, 0, None, True),
 }
 """Persisted settings the knobs endpoint may change, and what they accept."""
+
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {"terminate_ended": TERMINATE_ENDED_CHOICES}
+"""Persisted settings that take one of a few words."""
 
 
 class SimulatorError(Exception):
@@ -109,6 +119,13 @@ def check_setting(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"account_active must be true or false, got {value!r}")
         return value
+    if name in SETTING_CHOICES:
+        choices = SETTING_CHOICES[name]
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) \
+            else None
+        if text not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return text
     kind, low, high, nullable = SETTING_RULES[name]
     if value is None and nullable:
         return None
@@ -145,7 +162,14 @@ class Simulator:
         clock from the stored anchors, re-anchored when ``speed`` changes it.
     :param speed: simulated seconds per wall second (default: as stored, else 1).
     :param boot_seconds, terminate_seconds: simulated seconds; ``None`` keeps the stored.
-    :param rate_limit: enforce the API's documented limits (wall time).
+    :param terminate_ended: ``"return"`` (default) answers a terminate naming an ended,
+        still listed instance with it unchanged; ``"404"`` fails the call; ``None`` keeps
+        the stored setting.
+    :param rate_limit: enforce the API's documented limits (wall time): ``"edge"`` (or
+        ``True``) as Lambda's edge counts them, a burst of 3 around 1/s; ``"strict"``,
+        one a second with no burst; ``"off"`` (or ``False``). See :mod:`.ratelimit`.
+    :param rate_limit_body: what a 429 carries: ``"text"``, Cloudflare's plain
+        ``error code: 1015`` (the real API's); ``"json"``, the error envelope.
     :param limits: ``(general, launch)`` limits, for tests that need shorter windows.
     :param faults: initial fault settings (see :mod:`.faults`).
     :param capacity: ``(type or "*", region or "*", slots)`` to set at start.
@@ -167,7 +191,8 @@ class Simulator:
     def __init__(self, state_dir: str | os.PathLike[str], *, host: str = HOST, port: int = 0,
                  clock: Clock | None = None, speed: float | None = None,
                  boot_seconds: float | None = None, terminate_seconds: float | None = None,
-                 rate_limit: bool = True, limits: tuple[Limit, Limit] = (GENERAL, LAUNCH),
+                 terminate_ended: str | None = None, rate_limit: bool | str = True,
+                 rate_limit_body: str = "text", limits: tuple[Limit, Limit] | None = None,
                  faults: Mapping[str, Any] | None = None,
                  capacity: Iterable[tuple[str, str, int]] = (), reset: bool = False,
                  capture_path: str | os.PathLike[str] | None = None,
@@ -192,22 +217,31 @@ class Simulator:
         self._started_monotonic = 0.0
         self.on_exchange = on_exchange
         self.router = Router([*api.ROUTES, *control.ROUTES])
-        self.limiter = RateLimiter(enabled=rate_limit, general=limits[0], launch=limits[1],
-                                   now=wall)
+        try:
+            mode = rate_limit if isinstance(rate_limit, str) else (
+                "edge" if rate_limit else "off")
+            self.limiter = RateLimiter(mode=check_mode(mode, "rate_limit"),
+                                       body=check_body(rate_limit_body),
+                                       general=limits[0] if limits else None,
+                                       launch=limits[1] if limits else LAUNCH, now=wall)
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from None
         self.faults = FaultInjector(FaultSettings())
         try:
             self.faults.update(faults or {})
         except ValueError as exc:
             raise SimulatorError(str(exc)) from None
         try:
-            self._setup(reset, clock, speed, boot_seconds, terminate_seconds, capacity)
+            self._setup(reset, clock, speed, boot_seconds, terminate_seconds, capacity,
+                        terminate_ended)
         except BaseException:
             self._release_locks()
             raise
 
     def _setup(self, reset: bool, clock: Clock | None, speed: float | None,
                boot_seconds: float | None, terminate_seconds: float | None,
-               capacity: Iterable[tuple[str, str, int]]) -> None:
+               capacity: Iterable[tuple[str, str, int]],
+               terminate_ended: str | None = None) -> None:
         """Take the locks, then load (or reset) the cloud and make its clock."""
         try:
             self.store.prepare()
@@ -233,7 +267,8 @@ class Simulator:
             state.clock = self.clock.to_config()
         self.cloud = Cloud(state, self.clock, self.store.save)
         self._apply_settings({"boot_seconds": boot_seconds,
-                              "terminate_seconds": terminate_seconds})
+                              "terminate_seconds": terminate_seconds,
+                              "terminate_ended": terminate_ended})
         for type_name, region, slots in capacity:
             try:
                 self.cloud.set_capacity(type_name, region, slots)
@@ -564,6 +599,8 @@ class Simulator:
             "boot_seconds": settings.boot_seconds,
             "terminate_seconds": settings.terminate_seconds,
             "rate_limit": self.limiter.enabled,
+            "rate_limit_mode": self.limiter.mode,
+            "rate_limit_body": self.limiter.body,
             "instances": self.cloud.counts(),
             "warnings": list(self.warnings),
         }
@@ -578,9 +615,23 @@ class Simulator:
             "default_capacity": settings.default_capacity,
             "quota_instances": settings.quota_instances,
             "account_active": settings.account_active,
+            "terminate_ended": settings.terminate_ended,
             "rate_limit": self.limiter.enabled,
+            "rate_limit_mode": self.limiter.mode,
+            "rate_limit_body": self.limiter.body,
             **self.faults.settings(),
         }
+
+    def _apply_rate_limit(self, *, mode: str | None = None, enabled: bool | None = None,
+                          body: str | None = None) -> None:
+        """The rate-limit knobs, checked already: the mode first, then ``rate_limit``
+        (``true`` turns the limits back on in the mode they last had)."""
+        if mode is not None:
+            self.limiter.mode = mode
+        if enabled is not None:
+            self.limiter.enabled = enabled
+        if body is not None:
+            self.limiter.body = body
 
     def update_knobs(self, body: Any) -> dict[str, Any]:
         """Change knobs all at once (every value is checked before any is applied)."""
@@ -590,7 +641,7 @@ class Simulator:
         settings: dict[str, Any] = {}
         faults: dict[str, Any] = {}
         speed = None
-        rate_limit = None
+        rate_limit: dict[str, Any] = {}
         try:
             for name, value in body.items():
                 if name == "speed":
@@ -601,8 +652,13 @@ class Simulator:
                 elif name == "rate_limit":
                     if not isinstance(value, bool):
                         raise ValueError(f"rate_limit must be true or false, got {value!r}")
-                    rate_limit = value
-                elif name in SETTING_RULES or name == "account_active":
+                    rate_limit["enabled"] = value
+                elif name == "rate_limit_mode":
+                    rate_limit["mode"] = check_mode(value)
+                elif name == "rate_limit_body":
+                    rate_limit["body"] = check_body(value)
+                elif name in SETTING_RULES or name in SETTING_CHOICES \
+                        or name == "account_active":
                     settings[name] = check_setting(name, value)
                 elif name in FAULT_NAMES:
                     faults[name] = value
@@ -616,8 +672,7 @@ class Simulator:
         except ValueError as exc:
             raise invalid_parameters(str(exc)) from None
         self.faults.update(faults)
-        if rate_limit is not None:
-            self.limiter.enabled = rate_limit
+        self._apply_rate_limit(**rate_limit)
         with self.cloud.changing() as state:
             for name, value in settings.items():
                 setattr(state.settings, name, value)

@@ -81,6 +81,10 @@ class SimClient:
 
 
 def _reply(status: int, raw: bytes, headers: dict[str, str]) -> Reply:
+    """The parsed JSON; a plain-text answer (the edge's 429) as its text."""
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if content_type.startswith("text/plain"):
+        return Reply(status, raw.decode("utf-8", "replace"), headers)
     try:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError):

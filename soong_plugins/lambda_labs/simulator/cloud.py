@@ -24,6 +24,7 @@ from soong_core.models import InstanceState
 from soong_plugins.lambda_labs.simulator import billing, catalogue, errors, validation, views
 from soong_plugins.lambda_labs.simulator.errors import invalid_parameters
 from soong_plugins.lambda_labs.simulator.state import (
+    TERMINATE_ENDED_404,
     CloudState,
     FilesystemRecord,
     FirewallRulesetRecord,
@@ -311,10 +312,10 @@ class Cloud:
                     f"{request.region}.", "The firewall rulesets must exist in the same "
                     "region as the instance.")
 
-    def _instance_ids(self, body: Any) -> list[str]:
+    def _instance_ids(self, body: Any, *, allow_empty: bool = False) -> list[str]:
         body = validation.require_object(body)
         ids = validation.string_list(body, "instance_ids", required=True)
-        if not ids:
+        if not ids and not allow_empty:
             raise invalid_parameters("Invalid request data: instance_ids is empty.")
         return list(dict.fromkeys(ids))
 
@@ -329,13 +330,21 @@ class Cloud:
         return records
 
     def terminate(self, body: Any) -> dict[str, Any]:
-        """Batch terminate: one unknown (or already ended) id -> 404, nothing terminated.
-        An instance already terminating is returned as it is (a retry is harmless)."""
-        ids = self._instance_ids(body)
-        with self.changing():
+        """Batch terminate: one unknown id -> 404, nothing terminated. An instance
+        already terminating is returned as it is (a retry is harmless), and so is one
+        that has ended but is still listed, unless the ``terminate_ended`` setting is
+        ``"404"``: then it fails the call like an unknown id. What a client lists, it
+        can terminate. No ids: nothing to do, an empty answer."""
+        ids = self._instance_ids(body, allow_empty=True)
+        with self.changing() as state:
             now = self.now()
-            records = self._live(ids, now)
+            if state.settings.terminate_ended == TERMINATE_ENDED_404:
+                records = self._live(ids, now)
+            else:
+                records = [self._find(instance_id, now) for instance_id in ids]
             for record in records:
+                if record.status(now).ended:
+                    continue  # unchanged: no new request, no new end time
                 if record.terminate_requested_at is None:
                     record.terminate_requested_at = now
                     record.terminated_at = now + self.state.settings.terminate_seconds
@@ -677,12 +686,28 @@ class _LaunchRequest:
                 raise invalid_parameters(
                     f"Invalid request data: user_data is {size} bytes, more than 1MB "
                     f"({validation.USER_DATA_MAX_BYTES} bytes).", "Make the script smaller.")
+        _check_quantity(body)
         request.tags = validation.tags(body)
         for entry in validation.object_list(body, "firewall_rulesets"):
             ruleset_id = validation.string(entry, "id", required=True)
             assert ruleset_id is not None
             request.firewall_rulesets.append(ruleset_id)
         return request
+
+
+def _check_quantity(body: Mapping[str, Any]) -> None:
+    """``quantity``, which the spec no longer defines: the API launches one instance per
+    call and refuses more with this message (reproduced against it in SkyPilot issue
+    7084). Zero, a negative count or a non-integer is the simulator's refusal."""
+    if "quantity" not in body:
+        return
+    quantity = body["quantity"]
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise invalid_parameters("Invalid request data: quantity must be 1.",
+                                 "Leave quantity out: each launch starts one instance.")
+    if quantity > 1:
+        raise invalid_parameters("Requested too many instances.",
+                                 "Launch one instance per request (leave quantity out).")
 
 
 def _image(body: Mapping[str, Any]) -> dict[str, str] | None:

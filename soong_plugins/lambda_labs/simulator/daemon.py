@@ -289,7 +289,8 @@ def run_foreground(store: StateStore, options: StartOptions, profile: Path | Non
     simulator = Simulator(store.directory, port=options.port, speed=options.speed,
                           boot_seconds=options.boot_seconds,
                           terminate_seconds=options.terminate_seconds,
-                          rate_limit=options.rate_limit, capacity=options.capacity,
+                          rate_limit=options.rate_limit,
+                          rate_limit_body=options.rate_limit_body, capacity=options.capacity,
                           reset=options.reset, capture_path=options.capture_path,
                           pid_file=True, profile_path=profile)
     simulator.bind()

@@ -16,19 +16,26 @@ class ApiError(Exception):
     """An error response: HTTP status, the spec's error code, message, suggestion."""
 
     def __init__(self, status: int, code: str, message: str, suggestion: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, text: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.suggestion = suggestion
         self.headers = dict(headers or {})
+        self.text = text
+        """A plain-text body to send instead of the envelope (an edge's answer)."""
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.suggestion is not None:
             error["suggestion"] = self.suggestion
         return {"error": error}
+
+    def payload(self) -> Any:
+        """What the reply carries: :attr:`text` (sent as ``text/plain``) when set, else
+        the JSON envelope."""
+        return self.text if self.text is not None else self.body()
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
@@ -130,15 +137,20 @@ def internal(status: int = 500) -> ApiError:
 
 
 RATE_LIMIT_CODE = "global/rate-limit-exceeded"
-"""The spec documents the limits but no 429 schema: this code is the simulator's choice;
-clients should act on the status and ``Retry-After``."""
+"""The spec documents the limits but no 429 schema: this code is the simulator's choice
+for the JSON body; clients should act on the status and ``Retry-After``."""
 
 
-def rate_limited(retry_after: float, what: str) -> ApiError:
-    """429 in the error envelope of the spec's introduction, with ``Retry-After``."""
+def rate_limited(retry_after: float, what: str, body: str = "text") -> ApiError:
+    """429 with ``Retry-After``. ``body="text"``: Cloudflare's plain text
+    :data:`~soong_plugins.lambda_labs.spec.EDGE_RATE_LIMIT_BODY`, as Lambda's edge
+    answers; ``"json"``: the error envelope of the spec's introduction."""
+    from soong_plugins.lambda_labs.spec import EDGE_RATE_LIMIT_BODY
+
     seconds = max(1, math.ceil(retry_after))
     return ApiError(429, RATE_LIMIT_CODE, f"Too many requests: {what}.",
-                    f"Retry after {seconds} s.", headers={"Retry-After": str(seconds)})
+                    f"Retry after {seconds} s.", headers={"Retry-After": str(seconds)},
+                    text=EDGE_RATE_LIMIT_BODY if body == "text" else None)
 
 
 def no_such_path(method: str, path: str) -> ApiError:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from soong_core.numbers import parse_number
 from soong_plugins.lambda_labs.simulator import catalogue
+from soong_plugins.lambda_labs.simulator.ratelimit import BODIES, MODES
 
 
 @dataclass
@@ -16,7 +17,10 @@ class StartOptions:
     speed: float | None = None
     boot_seconds: float | None = None
     terminate_seconds: float | None = None
-    rate_limit: bool = True
+    rate_limit: str = "edge"
+    """One of :data:`~.ratelimit.MODES`."""
+    rate_limit_body: str = "text"
+    """One of :data:`~.ratelimit.BODIES`: what a 429 carries."""
     capacity: list[tuple[str, str, int]] = field(default_factory=list)
     reset: bool = False
     capture_path: str | None = None
@@ -30,8 +34,7 @@ class StartOptions:
             args += ["--boot-seconds", repr(self.boot_seconds)]
         if self.terminate_seconds is not None:
             args += ["--terminate-seconds", repr(self.terminate_seconds)]
-        if not self.rate_limit:
-            args.append("--no-rate-limit")
+        args += ["--rate-limit", self.rate_limit, "--rate-limit-body", self.rate_limit_body]
         for type_name, region, slots in self.capacity:
             args += ["--capacity", f"{type_name}:{region}={slots}"]
         if self.reset:
@@ -54,6 +57,21 @@ def parse_speed(text: str) -> float:
 
     return float(parse_number(text, "--speed", minimum=SPEED_MIN, maximum=SPEED_MAX,
                               note="simulated seconds per wall second"))
+
+
+def parse_rate_limit(text: str) -> str:
+    """``--rate-limit``: ``edge`` (a burst of 3 around 1/s, as Lambda's edge counts),
+    ``strict`` (1/s, no burst) or ``off``."""
+    if text not in MODES:
+        raise ValueError(f"--rate-limit must be one of {', '.join(MODES)}, got {text!r}")
+    return text
+
+
+def parse_rate_limit_body(text: str) -> str:
+    """``--rate-limit-body``: ``text`` (Cloudflare's ``error code: 1015``) or ``json``."""
+    if text not in BODIES:
+        raise ValueError(f"--rate-limit-body must be one of {', '.join(BODIES)}, got {text!r}")
+    return text
 
 
 def parse_capacity(text: str) -> tuple[str, str, int]:

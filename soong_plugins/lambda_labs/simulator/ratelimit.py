@@ -2,10 +2,18 @@
 
 The spec: "Requests to the API are generally limited to one request per second.
 Requests to the ``/instance-operations/launch`` endpoint are limited to one request per
-12 seconds, or five requests per minute." Modelled as two token buckets: every request
-takes a token from a bucket of 1 refilled at 1 per second; a launch also takes one from
-a bucket of 5 refilled at 1 per 12 seconds (so five in a minute, one per 12 s after
-that). A refused request takes nothing; the answer carries ``Retry-After``.
+12 seconds, or five requests per minute." Lambda enforces them at its Cloudflare edge,
+which counts requests over a window (an over-limit request gets 429 and Cloudflare's
+plain-text ``error code: 1015``), so a client may send two or three requests a few
+milliseconds apart and stay within the average.
+
+Modelled as two token buckets: every request takes a token from the general bucket
+(refilled at 1 per second); a launch also takes one from a bucket of 5 refilled at 1
+per 12 seconds (so five in a minute, one per 12 s after that). The general bucket's
+size is the mode (:data:`MODES`): ``edge`` (default) holds 3, a short burst around
+the 1/s average as the edge admits; ``strict`` holds 1, every request a full second
+after the one before (soong's own pacing tests use it); ``off`` admits everything. A
+refused request takes nothing; the answer carries ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -25,12 +33,36 @@ class Limit:
 
     def describe(self) -> str:
         if self.rate >= 1:
-            return f"{self.rate:g} per second"
+            rate = f"{self.rate:g} per second"
+            return rate if self.burst <= 1 else f"{rate}, {self.burst:g} in a row"
         return f"1 per {1 / self.rate:g} s, {self.burst:g} in a row"
 
 
-GENERAL = Limit(rate=1.0, burst=1)
+GENERAL = Limit(rate=1.0, burst=3)
+"""Every request, as the edge counts them (mode ``edge``, the default)."""
+STRICT = Limit(rate=1.0, burst=1)
+"""Every request, one a second with no burst (mode ``strict``)."""
 LAUNCH = Limit(rate=1 / 12, burst=5)
+"""Launches, in every mode but ``off``."""
+
+MODES = ("edge", "strict", "off")
+"""``--rate-limit`` values: the general bucket is :data:`GENERAL`, :data:`STRICT`, none."""
+BODIES = ("text", "json")
+"""What a 429 carries: Cloudflare's plain text (the real API's) or the JSON envelope."""
+
+GENERAL_BY_MODE = {"edge": GENERAL, "strict": STRICT}
+
+
+def check_mode(value: object, name: str = "rate_limit_mode") -> str:
+    if not isinstance(value, str) or value not in MODES:
+        raise ValueError(f"{name} must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def check_body(value: object, name: str = "rate_limit_body") -> str:
+    if not isinstance(value, str) or value not in BODIES:
+        raise ValueError(f"{name} must be one of {', '.join(BODIES)}, got {value!r}")
+    return value
 
 
 class TokenBucket:
@@ -58,14 +90,45 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """Admits or refuses requests; thread-safe. ``enabled=False`` admits everything."""
+    """Admits or refuses requests; thread-safe.
 
-    def __init__(self, *, enabled: bool = True, general: Limit = GENERAL,
-                 launch: Limit = LAUNCH, now: Callable[[], float] = time.monotonic) -> None:
-        self.enabled = enabled
-        self._general = TokenBucket(general, now)
-        self._launch = TokenBucket(launch, now)
+    ``mode`` is one of :data:`MODES` (``enabled=False`` is ``off``, kept for callers
+    that only switch the limits); ``general`` replaces the mode's general limit (tests
+    that need shorter windows); ``body`` is one of :data:`BODIES`.
+    """
+
+    def __init__(self, *, mode: str = "edge", enabled: bool = True,
+                 general: Limit | None = None, launch: Limit = LAUNCH, body: str = "text",
+                 now: Callable[[], float] = time.monotonic) -> None:
+        check_mode(mode, "mode")
+        self.body = check_body(body, "body")
+        self._now = now
+        self._custom = general
         self._lock = threading.Lock()
+        self._launch = TokenBucket(launch, now)
+        self.enabled = enabled and mode != "off"
+        self._on_mode = "edge" if mode == "off" else mode
+        self._general = TokenBucket(self._general_limit(), now)
+
+    def _general_limit(self) -> Limit:
+        return self._custom or GENERAL_BY_MODE[self._on_mode]
+
+    @property
+    def mode(self) -> str:
+        """``off`` while disabled, else the mode the limits are enforced in."""
+        return self._on_mode if self.enabled else "off"
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        check_mode(value, "mode")
+        with self._lock:
+            if value == "off":
+                self.enabled = False
+                return
+            self.enabled = True
+            if value != self._on_mode:
+                self._on_mode = value
+                self._general = TokenBucket(self._general_limit(), self._now)
 
     def admit(self, is_launch: bool) -> tuple[float, str] | None:
         """``None`` when admitted (tokens taken); else (seconds to wait, which limit)."""

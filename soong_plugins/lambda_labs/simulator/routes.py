@@ -54,17 +54,28 @@ class Route:
 class Router:
     def __init__(self, routes: list[Route]) -> None:
         self.routes = list(routes)
+        self.methods = frozenset(route.method for route in self.routes) | (
+            {"HEAD"} if any(route.method == "GET" for route in self.routes) else set())
+        """Every method some route serves (HEAD wherever GET is)."""
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        """The route for ``method path`` and its parameters; 404 or 405 (API error) if none."""
-        allowed: list[str] = []
+        """The route for ``method path`` and its parameters; HEAD takes GET's route (the
+        server sends no body). 404 (API error) for an unknown path; 405 for a method the
+        path does not serve, and for one no route serves at all (TRACE, CONNECT...) on
+        any path, its ``Allow`` then naming what the server serves."""
+        wanted = "GET" if method == "HEAD" else method
+        allowed: set[str] = set()
         for route in self.routes:
             found = route.pattern.match(path)
             if found is None:
                 continue
-            if route.method == method:
+            if route.method == wanted:
                 return route, found.groupdict()
-            allowed.append(route.method)
+            allowed.add(route.method)
+        if "GET" in allowed:
+            allowed.add("HEAD")
         if allowed:
-            raise errors.method_not_allowed(method, path, sorted(set(allowed)))
+            raise errors.method_not_allowed(method, path, sorted(allowed))
+        if method not in self.methods:
+            raise errors.method_not_allowed(method, path, sorted(self.methods))
         raise errors.no_such_path(method, path)

@@ -1,12 +1,14 @@
 """The HTTP side: a standard-library threading server and its request handler.
 
 One request goes through, in order: read the body (so a keep-alive connection stays in
-step whatever the answer), route (unknown path -> 404, wrong method -> 405), check the
-key, then for API routes the account switch, the rate limits and the injected faults,
+step whatever the answer), route (unknown path -> 404, wrong method -> 405, and any
+method the server does not serve, TRACE or CONNECT, -> 405 too; HEAD is GET without
+the body), check the key, then for API routes the account switch, the rate limits and the injected faults,
 then the handler, then the optional added latency and the reply. Every request, whatever
 its fate, is recorded once (request log, capture, test hook) by the simulator.
 
-Errors are always the API's JSON envelope, never the stdlib's HTML error page. The
+Errors are always the API's JSON envelope, never the stdlib's HTML error page (a 429
+carries Cloudflare's plain text by default, as the real API's edge answers). The
 ``Date`` header of every reply carries the simulated cloud time, as a real API's carries
 its clock.
 """
@@ -160,6 +162,16 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self._send(code, ApiError(code, error_code, f"{text}.").body(), {})
 
+    def parse_request(self) -> bool:
+        """The stdlib answers a method without a ``do_`` method 501, unlogged: every
+        method goes through the pipeline instead (routing answers 405 in the envelope,
+        and the request log records it)."""
+        if not super().parse_request():
+            return False
+        if not hasattr(self, "do_" + self.command):
+            setattr(self, "do_" + self.command, self._handle)  # this connection's handler
+        return True
+
     def do_GET(self) -> None:
         self._handle()
 
@@ -178,9 +190,6 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle()
 
-    def do_OPTIONS(self) -> None:
-        self._handle()
-
     # -- the pipeline -------------------------------------------------------------------
 
     def _handle(self) -> None:
@@ -192,7 +201,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {key: values[0] for key, values in
                  parse_qs(url.query, keep_blank_values=True).items()}
-        exchange = Exchange(self.command, url.path, query, time.time())
+        # CONNECT's target is host:port, which urlsplit would take for a scheme
+        path = url.path if self.path.startswith("/") or url.netloc else self.path
+        exchange = Exchange(self.command, path, query, time.time())
         reply = None
         try:
             reply = self._process(simulator, exchange)
@@ -219,7 +230,7 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
                 limited = simulator.limiter.admit(route.operation == LAUNCH_OPERATION)
                 if limited is not None:
                     exchange.fault = "rate_limited"
-                    raise errors.rate_limited(*limited)
+                    raise errors.rate_limited(*limited, body=simulator.limiter.body)
                 if simulator.faults.draw_reset():
                     exchange.fault = "reset"
                     self._reset_connection()
@@ -238,7 +249,7 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the instance exists; the client never hears
                 return None
         except ApiError as error:
-            status, body, headers = error.status, error.body(), error.headers
+            status, body, headers = error.status, error.payload(), error.headers
         except Exception:  # a bug: the client still gets the API's envelope
             log.exception("simulator error on %s %s", self.command, exchange.path)
             bug = errors.internal(500)
@@ -254,6 +265,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.command not in BODY_METHODS:
+            if self.headers.get("Content-Length", "0").strip() not in ("", "0") \
+                    or self.headers.get("Transfer-Encoding"):
+                self.close_connection = True  # a body left unread: the stream is out of step
             return b""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             return self._read_chunked()
@@ -304,9 +318,12 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
             pass
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
-        data = json.dumps(body).encode("utf-8")
+        """``body`` as JSON; a ``str`` body as plain text (the edge's 429)."""
+        plain = isinstance(body, str)
+        data = body.encode("utf-8") if plain else json.dumps(body).encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain; charset=UTF-8" if plain
+                         else "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)

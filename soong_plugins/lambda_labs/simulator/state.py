@@ -22,6 +22,9 @@ STATE_VERSION = 1
 DEFAULT_BOOT_SECONDS = 60.0
 DEFAULT_TERMINATE_SECONDS = 10.0
 DEFAULT_ENDED_VISIBLE_SECONDS = 300.0
+TERMINATE_ENDED_RETURN = "return"
+TERMINATE_ENDED_404 = "404"
+TERMINATE_ENDED_CHOICES = (TERMINATE_ENDED_RETURN, TERMINATE_ENDED_404)
 
 
 class StateError(ValueError):
@@ -141,6 +144,9 @@ class Settings:
     """At most this many live instances, or launch answers ``global/quota-exceeded``."""
     account_active: bool = True
     """False: every API call answers 403 ``global/account-inactive``."""
+    terminate_ended: str = TERMINATE_ENDED_RETURN
+    """A terminate naming an ended, still listed instance: ``"return"`` it unchanged,
+    or ``"404"`` the whole call (DESIGN, "Batch terminate")."""
 
 
 @dataclass

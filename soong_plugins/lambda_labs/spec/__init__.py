@@ -46,6 +46,10 @@ ERROR_ENVELOPE: dict[str, Any] = {
 """The error object of the spec's introduction ("Error responses"): what a response the
 spec does not list (429, 5xx) must still look like."""
 
+EDGE_RATE_LIMIT_BODY = "error code: 1015"
+"""The plain-text body of a 429 from Lambda's Cloudflare edge, which enforces the rate
+limits (Lambda's docs on rate limiting): a 429 is this or the envelope."""
+
 UNLISTED_INVALID_PARAMETERS = "global/invalid-parameters"
 """A malformed request body is refused with 400 ``global/invalid-parameters`` on every
 operation that takes a body, as the API's request validation does, even where the
@@ -99,7 +103,8 @@ class SpecValidator:
     dialect of OpenAPI 3.1). Each check returns a list of problems, empty when valid.
 
     Responses the spec does not list are accepted only where the spec's own text says
-    what they look like: 429 and 5xx must be the error envelope of its introduction,
+    what they look like: 429 and 5xx must be the error envelope of its introduction
+    (a 429 may also be the edge's plain text, :data:`EDGE_RATE_LIMIT_BODY`),
     a 404 for a path the spec does not have must be that envelope too, and a 400
     ``global/invalid-parameters`` may answer any operation with a request body.
     """
@@ -178,7 +183,10 @@ class SpecValidator:
         return problems
 
     def validate_response(self, method: str, path: str, status: int, body: Any) -> list[str]:
-        """Problems with a response (``body`` parsed from JSON) to ``method path``."""
+        """Problems with a response (``body`` parsed from JSON, or the text of a 429
+        from the edge) to ``method path``."""
+        if status == 429 and body == EDGE_RATE_LIMIT_BODY:
+            return []
         op = self.find(method, path)
         if op is None:
             if status in (404, 405) or status == 429 or status >= 500:
