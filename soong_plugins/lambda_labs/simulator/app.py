@@ -19,7 +19,6 @@ import base64
 import contextlib
 import binascii
 import errno
-import hmac
 import logging
 import os
 import secrets
@@ -30,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from soong_core.clock import AcceleratedClock, Clock, clock_from_config
 from soong_plugins.lambda_labs.simulator import api, control, errors, locks
+from soong_plugins.lambda_labs.simulator.apikeys import KeyRing
 from soong_plugins.lambda_labs.simulator.cloud import Cloud
 from soong_plugins.lambda_labs.simulator.errors import ApiError, invalid_parameters
 from soong_plugins.lambda_labs.simulator.faults import FAULT_NAMES, FaultInjector, FaultSettings
@@ -265,6 +265,11 @@ class Simulator:
             raise SimulatorError(str(exc)) from None
         if isinstance(self.clock, AcceleratedClock):
             state.clock = self.clock.to_config()
+        try:
+            self.keys = KeyRing(self.store.directory, self.api_key, lambda: self.clock.now())
+        except StoreError as exc:
+            raise SimulatorError(str(exc)) from None
+        self.warnings += self.keys.warnings
         self.cloud = Cloud(state, self.clock, self.store.save)
         self._apply_settings({"boot_seconds": boot_seconds,
                               "terminate_seconds": terminate_seconds,
@@ -534,8 +539,7 @@ class Simulator:
                 except (binascii.Error, ValueError):
                     continue
                 candidates += [decoded, decoded.partition(":")[0]]
-        expected = self.api_key.encode("utf-8")
-        if not any(hmac.compare_digest(c.encode("utf-8"), expected) for c in candidates if c):
+        if not any(self.keys.accepts(candidate) for candidate in candidates):
             raise errors.unauthorized()
 
     def check_account(self) -> None:

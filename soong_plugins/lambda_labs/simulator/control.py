@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from soong_plugins.lambda_labs.simulator import validation
-from soong_plugins.lambda_labs.simulator.errors import invalid_parameters
+from soong_plugins.lambda_labs.simulator.apikeys import KeyRingError
+from soong_plugins.lambda_labs.simulator.errors import ApiError, invalid_parameters
 from soong_plugins.lambda_labs.simulator.requestlog import read_lines
 from soong_plugins.lambda_labs.simulator.routes import Call, Handler, Route
 
@@ -62,6 +63,30 @@ def _requests(call: Call) -> Any:
     return {"entries": entries[:limit], "next": since + min(len(entries), limit)}
 
 
+def _mint_key(call: Call) -> Any:
+    name = None
+    if call.raw.strip():  # the body is optional: `curl -X POST .../_sim/keys` mints one
+        body = validation.require_object(call.body())
+        unknown = sorted(set(body) - {"name"})
+        if unknown:
+            raise invalid_parameters(f"unknown field(s) {', '.join(unknown)}: a key takes "
+                                     "only an optional name")
+        name = validation.string(body, "name")
+    try:
+        return call.simulator.keys.mint(name)
+    except KeyRingError as exc:
+        raise invalid_parameters(str(exc)) from None
+
+
+def _revoke_key(call: Call) -> Any:
+    try:
+        return call.simulator.keys.revoke(call.params["prefix"])
+    except KeyRingError as exc:
+        if exc.not_found:
+            raise ApiError(404, "global/object-does-not-exist", str(exc)) from None
+        raise invalid_parameters(str(exc)) from None
+
+
 def _int_query(call: Call, name: str, default: int) -> int:
     text = call.query.get(name)
     if text is None:
@@ -90,4 +115,7 @@ ROUTES: list[Route] = [
     _route("GET", "/billing/{id}", "instance_billing",
            lambda c: _cloud(c).billing(c.params["id"])),
     _route("GET", "/requests", "requests", _requests),
+    _route("GET", "/keys", "keys", lambda c: c.simulator.keys.listing()),
+    _route("POST", "/keys", "mint_key", _mint_key),
+    _route("DELETE", "/keys/{prefix}", "revoke_key", _revoke_key),
 ]

@@ -12,8 +12,8 @@ count and time what a client did::
 
 The capture file (off unless asked for) adds the bodies, for the conformance tests that
 check every request a client sends against the spec. It still holds no secret:
-``user_data`` is replaced by a placeholder of its length, a generated private key by a
-placeholder, and no header is recorded.
+``user_data`` is replaced by a placeholder of its length, a generated private key or a
+minted API key by a placeholder, and no header is recorded.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ def user_data_placeholder(size: int) -> str:
 
 
 PRIVATE_KEY_PLACEHOLDER = "<private key: not captured>"
+API_KEY_PLACEHOLDER = "<api key: not captured>"
+SECRET_FIELDS = {"private_key": PRIVATE_KEY_PLACEHOLDER, "key": API_KEY_PLACEHOLDER}
+"""Response fields that carry a secret: a generated SSH private key (``POST /ssh-keys``)
+and a minted API key (``POST /_sim/keys``)."""
 
 
 class JsonLines:
@@ -90,8 +94,11 @@ def redact_request(body: Any) -> Any:
 
 
 def redact_response(body: Any) -> Any:
-    """A response with a generated private key replaced by a placeholder."""
+    """A response with a generated private key or a minted API key replaced by a
+    placeholder."""
     data = body.get("data") if isinstance(body, dict) else None
-    if isinstance(data, dict) and isinstance(data.get("private_key"), str):
-        return {**body, "data": {**data, "private_key": PRIVATE_KEY_PLACEHOLDER}}
-    return body
+    if not isinstance(data, dict):
+        return body
+    secrets = {name: placeholder for name, placeholder in SECRET_FIELDS.items()
+               if isinstance(data.get(name), str)}
+    return {**body, "data": {**data, **secrets}} if secrets else body

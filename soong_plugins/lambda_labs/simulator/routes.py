@@ -25,6 +25,8 @@ class Call:
     query: Mapping[str, str]
     read_body: Callable[[], Any]
     """Parses the body as JSON when called (``global/invalid-parameters`` if it is not)."""
+    raw: bytes = b""
+    """The body as sent (a control route whose body is optional looks at it first)."""
 
     def body(self) -> Any:
         return self.read_body()

@@ -241,7 +241,7 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
                     raise errors.internal(injected)
             raw = exchange.request_body
             payload = route.handler(Call(simulator, params, exchange.query,
-                                         lambda: parse_body(raw)))
+                                         lambda: parse_body(raw), raw))
             status, body = 200, {"data": payload}
             if route.operation == LAUNCH_OPERATION and simulator.faults.take_dropped_launch():
                 exchange.fault = "dropped"

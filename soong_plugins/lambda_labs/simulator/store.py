@@ -3,7 +3,8 @@
 One state directory per simulated cloud (default ``$XDG_STATE_HOME/soong/sim/``)::
 
     state.json      the cloud (instances, keys, filesystems, settings, clock anchors)
-    api-key         the one key this cloud accepts (0600; never in state.json)
+    api-key         the primary key this cloud accepts (0600; never in state.json)
+    api-keys.json   keys minted since, as digests (see :mod:`.apikeys`)
     account-id      the simulated account's id (history and budget are kept per account)
     sim.lock        held by the running simulator (see :mod:`.locks`): one per state
     sim.pid         the running simulator: pid, port, URL (JSON)
