@@ -117,6 +117,34 @@ def test_up_then_curl_the_whole_lifecycle_then_restart_keeps_the_cloud(
     assert checker.checked >= 8 and checker.problems == []
 
 
+def test_up_takes_the_fidelity_knobs_and_status_shows_them(soong_env: SoongEnv) -> None:
+    try:
+        sim = up(soong_env, "--speed", "1", "--boot-seconds", "0", "--terminate-seconds", "0",
+                 "--rate-limit", "strict", "--rate-limit-body", "json",
+                 "--terminate-ended", "404")
+        shown = soong("sim", "status", env=soong_env).stdout
+        assert "rate limit: strict (1/s, no burst; 429 body: json)" in shown, shown
+        assert "ended ids:  a terminate naming one answers 404" in shown, shown
+
+        api, key = sim["api_url"], sim["api_key"]
+        call(f"{api}/ssh-keys", key, "POST", {"name": "k", "public_key": DEFAULT_PUBLIC_KEY})
+        time.sleep(1.1)  # strict: one request per second
+        launched = call(f"{api}/instance-operations/launch", key, "POST",
+                        {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10",
+                         "ssh_key_names": ["k"]})[1]["data"]["instance_ids"]
+        time.sleep(1.1)
+        call(f"{api}/instance-operations/terminate", key, "POST", {"instance_ids": launched})
+        time.sleep(1.1)  # terminated at once (--terminate-seconds 0), and still listed
+        status, listed = call(f"{api}/instances/{launched[0]}", key)
+        assert status == 200 and listed["data"]["status"] == "terminated"
+        time.sleep(1.1)
+        status, refused = call(f"{api}/instance-operations/terminate", key, "POST",
+                               {"instance_ids": launched})
+        assert status == 404 and refused["error"]["code"] == "global/object-does-not-exist"
+    finally:
+        soong("sim", "down", env=soong_env)
+
+
 def test_foreground_serves_until_interrupted(soong_env: SoongEnv, tmp_path: Path) -> None:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SOONG_", "LAMBDA_"))}
     environ.update(soong_env.environ())
@@ -171,6 +199,7 @@ def test_status_when_nothing_ever_ran(run_cli: Callable[..., CliResult]) -> None
     ("--capacity gpu_1x_nope:us-east-1=3", "unknown instance type 'gpu_1x_nope'"),
     ("--capacity gpu_1x_a10:mars-1=3", "unknown region 'mars-1'"),
     ("--state-dir ''", "--state-dir must not be empty"),
+    ("--terminate-ended 410", "--terminate-ended must be one of return, 404, got '410'"),
 ])
 def test_bad_flags_are_one_line_usage_errors(run_cli: Callable[..., CliResult], flags: str,
                                              message: str) -> None:

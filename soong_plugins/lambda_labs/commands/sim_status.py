@@ -77,6 +77,17 @@ class SimStatusCommand(SoongCommand):
             return {"running": True, **found.status}
         return {"running": False, "state": found.state, "pid": found.pid, "state_dir": state_dir}
 
+    @staticmethod
+    def _rate_limit(status: dict[str, Any]) -> str:
+        """``edge (burst of 3 around 1/s; 429 body: text)``, ``strict (...)`` or ``off``."""
+        if not status.get("rate_limit"):
+            return "off"
+        mode = status.get("rate_limit_mode") or "on"
+        shape = {"edge": "a burst of 3 around 1/s", "strict": "1/s, no burst"}.get(mode)
+        body = status.get("rate_limit_body")
+        details = "; ".join(part for part in (shape, body and f"429 body: {body}") if part)
+        return f"{mode} ({details})" if details else mode
+
     def _show(self, status: dict[str, Any]) -> None:
         from soong_core.display import format_duration
         from soong_core.models import format_timestamp
@@ -91,7 +102,10 @@ class SimStatusCommand(SoongCommand):
         self.line(f"speed:      {'manual clock' if speed is None else f'{speed:g}x'}")
         self.line(f"cloud time: {format_timestamp(status['sim_time'])}")
         self.line(f"boot delay: {status['boot_seconds']:g} s (simulated)")
-        self.line(f"rate limit: {'on' if status.get('rate_limit') else 'off'}")
+        self.line(f"rate limit: {self._rate_limit(status)}")
+        if status.get("terminate_ended"):
+            self.line(f"ended ids:  a terminate naming one answers "
+                      f"{'404' if status['terminate_ended'] == '404' else 'it unchanged'}")
         self.line(f"instances:  {live} ({counts.get('total', 0)} launched in all)")
         self.line(f"account:    {escape(str(status.get('account_id') or '-'))}")
         self.line(f"profile:    {escape(str(status.get('profile') or '-'))}")

@@ -50,6 +50,9 @@ class SimUpCommand(SoongCommand):
                "[default: as stored, else 60].", flag=False),
         option("terminate-seconds", description="Simulated seconds from terminating to "
                "terminated [default: as stored, else 10].", flag=False),
+        option("terminate-ended", description="A terminate naming an instance the API "
+               "still lists as ended: return (it comes back unchanged) or 404 (the whole "
+               "call fails) [default: as stored, else return].", flag=False),
         option("rate-limit", description="How the API's rate limits (1 request/s; "
                "launches 1 per 12 s, 5 per minute) are enforced: edge (a burst of 3 around "
                "1/s, as Lambda's edge counts), strict (1/s, no burst) or off "
@@ -122,6 +125,9 @@ class SimUpCommand(SoongCommand):
                 if self.option(flag) is not None:
                     setattr(result, flag.replace("-", "_"),
                             opts.parse_seconds(self.option(flag), f"--{flag}"))
+            if self.option("terminate-ended") is not None:
+                result.terminate_ended = opts.parse_terminate_ended(
+                    self.option("terminate-ended"))
             mode = self.option("rate-limit")
             if mode is not None:
                 result.rate_limit = opts.parse_rate_limit(mode)

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--boot-seconds", type=_type(opts.parse_seconds, "--boot-seconds"))
     parser.add_argument("--terminate-seconds",
                         type=_type(opts.parse_seconds, "--terminate-seconds"))
+    parser.add_argument("--terminate-ended", type=_type(opts.parse_terminate_ended))
     parser.add_argument("--rate-limit", type=_type(opts.parse_rate_limit), default="edge")
     parser.add_argument("--rate-limit-body", type=_type(opts.parse_rate_limit_body),
                         default="text")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         simulator = Simulator(
             args.state_dir, port=args.port, speed=args.speed, boot_seconds=args.boot_seconds,
-            terminate_seconds=args.terminate_seconds,
+            terminate_seconds=args.terminate_seconds, terminate_ended=args.terminate_ended,
             rate_limit="off" if args.no_rate_limit else args.rate_limit,
             rate_limit_body=args.rate_limit_body,
             capacity=args.capacity, reset=args.reset,

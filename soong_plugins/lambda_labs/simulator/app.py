@@ -602,6 +602,7 @@ class Simulator:
             "clock": self.clock_info()["config"],
             "boot_seconds": settings.boot_seconds,
             "terminate_seconds": settings.terminate_seconds,
+            "terminate_ended": settings.terminate_ended,
             "rate_limit": self.limiter.enabled,
             "rate_limit_mode": self.limiter.mode,
             "rate_limit_body": self.limiter.body,

@@ -289,6 +289,7 @@ def run_foreground(store: StateStore, options: StartOptions, profile: Path | Non
     simulator = Simulator(store.directory, port=options.port, speed=options.speed,
                           boot_seconds=options.boot_seconds,
                           terminate_seconds=options.terminate_seconds,
+                          terminate_ended=options.terminate_ended,
                           rate_limit=options.rate_limit,
                           rate_limit_body=options.rate_limit_body, capacity=options.capacity,
                           reset=options.reset, capture_path=options.capture_path,

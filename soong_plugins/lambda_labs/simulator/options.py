@@ -17,6 +17,8 @@ class StartOptions:
     speed: float | None = None
     boot_seconds: float | None = None
     terminate_seconds: float | None = None
+    terminate_ended: str | None = None
+    """One of :data:`~.state.TERMINATE_ENDED_CHOICES`; ``None``: as stored."""
     rate_limit: str = "edge"
     """One of :data:`~.ratelimit.MODES`."""
     rate_limit_body: str = "text"
@@ -34,6 +36,8 @@ class StartOptions:
             args += ["--boot-seconds", repr(self.boot_seconds)]
         if self.terminate_seconds is not None:
             args += ["--terminate-seconds", repr(self.terminate_seconds)]
+        if self.terminate_ended is not None:
+            args += ["--terminate-ended", self.terminate_ended]
         args += ["--rate-limit", self.rate_limit, "--rate-limit-body", self.rate_limit_body]
         for type_name, region, slots in self.capacity:
             args += ["--capacity", f"{type_name}:{region}={slots}"]
@@ -57,6 +61,18 @@ def parse_speed(text: str) -> float:
 
     return float(parse_number(text, "--speed", minimum=SPEED_MIN, maximum=SPEED_MAX,
                               note="simulated seconds per wall second"))
+
+
+def parse_terminate_ended(text: str) -> str:
+    """``--terminate-ended``: what a terminate naming an instance the API still lists as
+    ended answers: ``return`` (it comes back unchanged, as DESIGN's "Batch terminate"
+    has it) or ``404`` (the whole call fails)."""
+    from soong_plugins.lambda_labs.simulator.state import TERMINATE_ENDED_CHOICES
+
+    if text not in TERMINATE_ENDED_CHOICES:
+        raise ValueError(f"--terminate-ended must be one of {', '.join(TERMINATE_ENDED_CHOICES)}"
+                         f", got {text!r}")
+    return text
 
 
 def parse_rate_limit(text: str) -> str:
