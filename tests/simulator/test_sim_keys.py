@@ -128,3 +128,17 @@ def test_a_minted_key_is_never_captured_or_logged(sim_factory: Callable[..., Sim
         if path.is_file():
             assert key not in path.read_text(errors="replace"), path
     assert "<api key: not captured>" in (tmp_path / "capture.jsonl").read_text()
+
+
+def test_a_jupyter_token_is_never_captured(sim_factory: Callable[..., SimHarness],
+                                           tmp_path: Path) -> None:
+    sim = sim_factory(capture_path=tmp_path / "capture.jsonl", boot_seconds=0)
+    instance_id = sim.launch(tags=[{"key": "soong:launch-id", "value": "L1"}])
+    token = sim.instance(instance_id).get("jupyter_token")
+    assert token  # active at once (boot_seconds=0): the spec's Jupyter fields are there
+    sim.api("GET", "/instances")
+    sim.api("POST", "/instance-operations/terminate", {"instance_ids": [instance_id]})
+    sim.stop()
+    captured = (tmp_path / "capture.jsonl").read_text()
+    assert token not in captured and "<jupyter token: not captured>" in captured
+    assert '"key":"soong:launch-id"' in captured.replace(' ', '')  # a tag's key is no secret

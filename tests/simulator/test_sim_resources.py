@@ -78,7 +78,7 @@ def test_images_cover_every_region(sim: SimHarness) -> None:
 def test_firewall_rules_and_rulesets(sim: SimHarness) -> None:
     rules = sim.api("GET", "/firewall-rules").data
     assert any(rule.get("port_range") == [22, 22] for rule in rules)
-    new = [{"protocol": "tcp", "port_range": [8000, 8080], "source_network": "10.0.0.0/8",
+    new = [{"protocol": "tcp", "port_range": [8000, 8080], "source_network": "8.8.8.0/24",
             "description": "serving"}]
     assert sim.api("PUT", "/firewall-rules", {"data": new}).data == new
     assert sim.api("GET", "/firewall-rules").data == new

@@ -25,6 +25,11 @@ def _cloud(call: Call) -> Cloud:
     return call.simulator.cloud
 
 
+def _account(call: Call) -> str:
+    """The simulated account's id, which audit events name as the resources' owner."""
+    return call.simulator.store.account_id()
+
+
 ROUTES: list[Route] = [
     _route("GET", "/instances", "listInstances",
            lambda c: _cloud(c).list_instances(c.query.get("cluster_id"))),
@@ -35,11 +40,11 @@ ROUTES: list[Route] = [
     _route("GET", "/instance-types", "listInstanceTypes",
            lambda c: _cloud(c).list_instance_types()),
     _route("POST", "/instance-operations/launch", "launchInstance",
-           lambda c: _cloud(c).launch(c.body())),
+           lambda c: _cloud(c).launch(c.body(), account_id=_account(c))),
     _route("POST", "/instance-operations/restart", "restartInstance",
            lambda c: _cloud(c).restart(c.body())),
     _route("POST", "/instance-operations/terminate", "terminateInstance",
-           lambda c: _cloud(c).terminate(c.body())),
+           lambda c: _cloud(c).terminate(c.body(), account_id=_account(c))),
     _route("GET", "/ssh-keys", "listSSHKeys", lambda c: _cloud(c).list_ssh_keys()),
     _route("POST", "/ssh-keys", "addSSHKey", lambda c: _cloud(c).add_ssh_key(c.body())),
     _route("DELETE", "/ssh-keys/{id}", "deleteSSHKey",

@@ -62,6 +62,7 @@ SETTING_RULES: dict[str, tuple[type, float, float | None, bool]] = {
     "ended_visible_seconds": (float, 0, None, False),
     "default_capacity": (int, 0, None, True),
     "quota_instances": (int, 0, None, True),
+    "filesystem_growth_bytes_per_hour": (int, 0, None, False),
 }
 """Persisted settings the knobs endpoint may change, and what they accept."""
 
@@ -266,7 +267,8 @@ class Simulator:
         if isinstance(self.clock, AcceleratedClock):
             state.clock = self.clock.to_config()
         try:
-            self.keys = KeyRing(self.store.directory, self.api_key, lambda: self.clock.now())
+            self.keys: KeyRing = KeyRing(self.store.directory, self.api_key,
+                                         lambda: self.clock.now())
         except StoreError as exc:
             raise SimulatorError(str(exc)) from None
         self.warnings += self.keys.warnings
@@ -619,6 +621,7 @@ class Simulator:
             "ended_visible_seconds": settings.ended_visible_seconds,
             "default_capacity": settings.default_capacity,
             "quota_instances": settings.quota_instances,
+            "filesystem_growth_bytes_per_hour": settings.filesystem_growth_bytes_per_hour,
             "account_active": settings.account_active,
             "terminate_ended": settings.terminate_ended,
             "rate_limit": self.limiter.enabled,

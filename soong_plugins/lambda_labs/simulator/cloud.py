@@ -14,17 +14,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import secrets
 import threading
 import uuid
 from datetime import datetime
 from typing import Any, Callable, Iterator, Mapping
 
 from soong_core.clock import Clock
-from soong_core.models import InstanceState
+from soong_core.models import HOUR, InstanceState
 from soong_plugins.lambda_labs.simulator import billing, catalogue, errors, validation, views
 from soong_plugins.lambda_labs.simulator.errors import invalid_parameters
 from soong_plugins.lambda_labs.simulator.state import (
     TERMINATE_ENDED_404,
+    AuditEventRecord,
     CloudState,
     FilesystemRecord,
     FirewallRulesetRecord,
@@ -35,6 +37,9 @@ from soong_plugins.lambda_labs.simulator.state import (
 PUBLIC_NET = ipaddress.IPv4Network("198.18.0.0/15")
 """RFC 2544's benchmarking range: 131,072 addresses no real host owns."""
 PRIVATE_NET = ipaddress.IPv4Network("10.0.0.0/8")
+
+AUDIT_PAGE_SIZE = 100
+"""Events per page of ``GET /audit-events``; more come with ``page_token``."""
 
 LaunchListener = Callable[[InstanceRecord, "str | None"], None]
 
@@ -198,8 +203,9 @@ class Cloud:
                 record.name = name
             return views.instance(record, now)
 
-    def launch(self, body: Any) -> dict[str, Any]:
-        """``POST /instance-operations/launch``: one instance, validated like the API."""
+    def launch(self, body: Any, account_id: str | None = None) -> dict[str, Any]:
+        """``POST /instance-operations/launch``: one instance, validated like the API,
+        recorded in the audit log (``account_id``: the owner its event names)."""
         request = _LaunchRequest.parse(body)
         with self.changing() as state:
             now = self.now()
@@ -239,6 +245,7 @@ class Cloud:
                 record.user_data_bytes = len(encoded)
                 record.user_data_sha256 = hashlib.sha256(encoded).hexdigest()
             state.instances[record.id] = record
+            self._audit(record, "launched", now, account_id)
         for listener in self._launch_listeners:
             listener(record, request.user_data)
         return {"instance_ids": [record.id]}
@@ -251,7 +258,9 @@ class Cloud:
         private = PRIVATE_NET.network_address + (index % (PRIVATE_NET.num_addresses - 2)) + 1
         return InstanceRecord(id=new_id(), type_name=type_name, region=region,
                               launched_at=launched_at, active_at=launched_at + boot_seconds,
-                              ip=str(public), private_ip=str(private))
+                              ip=str(public), private_ip=str(private),
+                              first_active_at=launched_at + boot_seconds,
+                              jupyter_token=secrets.token_hex(16))
 
     def _resolve_filesystems(self, request: _LaunchRequest, now: float
                              ) -> tuple[list[str], list[dict[str, str]]]:
@@ -329,7 +338,7 @@ class Cloud:
             records.append(record)
         return records
 
-    def terminate(self, body: Any) -> dict[str, Any]:
+    def terminate(self, body: Any, account_id: str | None = None) -> dict[str, Any]:
         """Batch terminate: one unknown id -> 404, nothing terminated. An instance
         already terminating is returned as it is (a retry is harmless), and so is one
         that has ended but is still listed, unless the ``terminate_ended`` setting is
@@ -348,6 +357,7 @@ class Cloud:
                 if record.terminate_requested_at is None:
                     record.terminate_requested_at = now
                     record.terminated_at = now + self.state.settings.terminate_seconds
+                    self._audit(record, "terminated", now, account_id)
             return {"terminated_instances": [views.instance(r, now) for r in records]}
 
     def restart(self, body: Any) -> dict[str, Any]:
@@ -415,10 +425,30 @@ class Cloud:
         return any(r.holds_capacity(now) and fs.name in r.file_system_names
                    for r in self.state.instances.values())
 
+    def _bytes_used(self, fs: FilesystemRecord, now: float) -> int:
+        """``bytes_used``: what the record holds, plus the growth knob's rate over the
+        simulated time at least one active instance had it mounted (overlapping mounts
+        count once). Derived on read, so a changed rate applies to the past too."""
+        rate = self.state.settings.filesystem_growth_bytes_per_hour
+        if not rate:
+            return fs.bytes_used
+        spans = sorted(span for r in self.state.instances.values()
+                       if fs.name in r.file_system_names
+                       for span in [r.mounted_between(now)] if span is not None)
+        seconds = 0.0
+        reached = float("-inf")
+        for start, end in spans:
+            start = max(start, reached)
+            if end > start:
+                seconds += end - start
+                reached = end
+        return fs.bytes_used + int(rate * seconds / HOUR)
+
     def list_filesystems(self) -> list[dict[str, Any]]:
         with self._lock:
             now = self.now()
-            return [views.filesystem(fs, self._filesystem_in_use(fs, now))
+            return [views.filesystem(fs, self._filesystem_in_use(fs, now),
+                                     self._bytes_used(fs, now))
                     for fs in self.state.filesystems.values()]
 
     def create_filesystem(self, body: Any) -> dict[str, Any]:
@@ -436,7 +466,7 @@ class Cloud:
             record = FilesystemRecord(id=new_id(), name=name, region=region,
                                       created_at=self.now())
             state.filesystems[record.id] = record
-            return views.filesystem(record, False)
+            return views.filesystem(record, False, record.bytes_used)
 
     def delete_filesystem(self, filesystem_id: str) -> dict[str, Any]:
         with self.changing() as state:
@@ -534,16 +564,36 @@ class Cloud:
 
     # -- audit events -----------------------------------------------------------------
 
+    def _audit(self, record: InstanceRecord, action: str, now: float,
+               account_id: str | None) -> None:
+        """Append an instance's event (under the lock, persisted with the change)."""
+        self.state.audit_events.append(AuditEventRecord(
+            id=new_id(), time=now, resource_name="instance", action=action,
+            resource_ids=[record.id], owner=account_id,
+            details={"instance_lrn": views.lrn("instance", record.id),
+                     "instance_type": record.type_name, "region": record.region}))
+
     def audit_events(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """No events are recorded; the time range is still checked like the API does."""
-        for key in ("start", "end"):
-            if key in query:
-                try:
-                    datetime.fromisoformat(query[key].replace("Z", "+00:00"))
-                except ValueError:
-                    raise invalid_parameters(f"Invalid request data: {key} {query[key]!r} is "
-                                             "not an ISO 8601 timestamp.") from None
-        return {"events": [], "page_token": None}
+        """Instance launches and terminations, oldest first: ``start`` and ``end``
+        (inclusive, ISO 8601) bound the time, ``resource_type`` (``cloud.instance``)
+        filters, and a page of :data:`AUDIT_PAGE_SIZE` events names the next with
+        ``page_token`` (``null`` on the last). A token belongs to the query it came
+        from: the same filters give the next page."""
+        start = _query_time(query, "start")
+        end = _query_time(query, "end")
+        if start is not None and end is not None and start > end:
+            raise invalid_parameters("Invalid request data: start is after end.")
+        offset = _page_offset(query.get("page_token"))
+        resource_type = query.get("resource_type")
+        with self._lock:
+            chosen = [event for event in self.state.audit_events
+                      if (start is None or event.time >= start)
+                      and (end is None or event.time <= end)
+                      and (resource_type is None or event.resource_type == resource_type)]
+        page = chosen[offset:offset + AUDIT_PAGE_SIZE]
+        following = offset + AUDIT_PAGE_SIZE
+        token = _page_token(following) if following < len(chosen) else None
+        return {"events": [views.audit_event(event) for event in page], "page_token": token}
 
     # -- simulator-only operations (the control endpoint) --------------------------------
 
@@ -633,6 +683,48 @@ class Cloud:
                 counts[record.status(now).value] += 1
             counts["total"] = len(self.state.instances)
             return counts
+
+
+def _query_time(query: Mapping[str, str], key: str) -> float | None:
+    """``start``/``end`` as simulated seconds; a time without an offset is UTC."""
+    from datetime import timezone
+
+    if key not in query:
+        return None
+    text = query[key]
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise invalid_parameters(f"Invalid request data: {key} {text!r} is not an ISO 8601 "
+                                 "timestamp.", "Use a form like 2025-09-01T10:30:45Z.") from None
+
+
+def _page_token(offset: int) -> str:
+    """An opaque token, shaped like the spec's example (base64 of ``{"next": N}``)."""
+    import base64
+    import json
+
+    return base64.b64encode(json.dumps({"next": offset}).encode()).decode()
+
+
+def _page_offset(token: str | None) -> int:
+    if token is None:
+        return 0
+    import base64
+    import binascii
+    import json
+
+    try:
+        offset = json.loads(base64.b64decode(token, validate=True).decode())["next"]
+    except (binascii.Error, ValueError, UnicodeDecodeError, TypeError, KeyError):
+        offset = None
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise invalid_parameters("Invalid request data: page_token is not a token this API "
+                                 "returned.", "Leave it out to start from the first page.")
+    return offset
 
 
 def _fill(template: str, index: int, instance_id: str) -> str:

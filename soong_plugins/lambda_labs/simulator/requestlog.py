@@ -12,8 +12,8 @@ count and time what a client did::
 
 The capture file (off unless asked for) adds the bodies, for the conformance tests that
 check every request a client sends against the spec. It still holds no secret:
-``user_data`` is replaced by a placeholder of its length, a generated private key or a
-minted API key by a placeholder, and no header is recorded.
+``user_data`` is replaced by a placeholder of its length, a generated private key, a
+minted API key or a Jupyter token by a placeholder, and no header is recorded.
 """
 
 from __future__ import annotations
@@ -37,9 +37,15 @@ def user_data_placeholder(size: int) -> str:
 
 PRIVATE_KEY_PLACEHOLDER = "<private key: not captured>"
 API_KEY_PLACEHOLDER = "<api key: not captured>"
-SECRET_FIELDS = {"private_key": PRIVATE_KEY_PLACEHOLDER, "key": API_KEY_PLACEHOLDER}
-"""Response fields that carry a secret: a generated SSH private key (``POST /ssh-keys``)
-and a minted API key (``POST /_sim/keys``)."""
+JUPYTER_TOKEN_PLACEHOLDER = "<jupyter token: not captured>"
+SECRET_FIELDS = {"private_key": PRIVATE_KEY_PLACEHOLDER,
+                 "jupyter_token": JUPYTER_TOKEN_PLACEHOLDER,
+                 "jupyter_url": f"https://jupyter.invalid/?token={JUPYTER_TOKEN_PLACEHOLDER}"}
+"""Response fields that carry a secret wherever they appear: a generated SSH private key
+(``POST /ssh-keys``), an instance's Jupyter token and the URL that carries it."""
+MINTED_KEY_FIELD = "key"
+"""``POST /_sim/keys`` answers the minted key in ``data.key`` (only there: a tag's
+``key`` is no secret)."""
 
 
 class JsonLines:
@@ -94,11 +100,20 @@ def redact_request(body: Any) -> Any:
 
 
 def redact_response(body: Any) -> Any:
-    """A response with a generated private key or a minted API key replaced by a
-    placeholder."""
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, dict):
-        return body
-    secrets = {name: placeholder for name, placeholder in SECRET_FIELDS.items()
-               if isinstance(data.get(name), str)}
-    return {**body, "data": {**data, **secrets}} if secrets else body
+    """A response with its secrets replaced by placeholders: the fields of
+    :data:`SECRET_FIELDS` at any depth (instances come as one object, a list, or inside
+    a terminate answer) and a minted API key."""
+    redacted = _redact(body)
+    data = redacted.get("data") if isinstance(redacted, dict) else None
+    if isinstance(data, dict) and isinstance(data.get(MINTED_KEY_FIELD), str):
+        redacted["data"] = {**data, MINTED_KEY_FIELD: API_KEY_PLACEHOLDER}
+    return redacted
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {name: SECRET_FIELDS[name] if name in SECRET_FIELDS and isinstance(item, str)
+            else _redact(item) for name, item in value.items()}

@@ -7,6 +7,8 @@ where it left off, and reads never write.
 
 What is deliberately absent: the API key (its own 0600 file), Authorization headers and
 user_data (only its size and SHA-256 are kept, so tests can check what was sent).
+Each instance's Jupyter token is kept (the file is private): the API shows the same one
+for the instance's whole life, across restarts.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ class InstanceRecord:
     unhealthy_since: float | None = None
     seeded: bool = False
     restarts: int = 0
+    first_active_at: float | None = None
+    """When the first boot ended (a restart moves ``active_at``, not this); ``None`` in a
+    state written before it was kept: ``active_at`` stands in."""
+    jupyter_token: str | None = None
+    """The JupyterLab token the API shows once the instance is active (``None`` in a
+    state written before the simulator had one: then no Jupyter fields are shown)."""
 
     def status(self, now: float) -> InstanceState:
         """The API status at simulated time ``now``."""
@@ -78,6 +86,14 @@ class InstanceRecord:
         """When the instance stopped existing for the account (terminated or preempted)."""
         ends = [t for t in (self.terminated_at, self.preempted_at) if t is not None]
         return min(ends) if ends else None
+
+    def mounted_between(self, now: float) -> tuple[float, float] | None:
+        """The simulated interval up to ``now`` in which this instance had its
+        filesystems mounted: from its first boot's end until terminate was requested
+        or it was preempted. ``None`` if it never became active."""
+        start = self.first_active_at if self.first_active_at is not None else self.active_at
+        end = min(t for t in (self.billing_end(), now) if t is not None)
+        return (start, end) if end > start else None
 
     def billing_end(self) -> float | None:
         """When billing stopped: the terminate request (``terminating`` is not billed,
@@ -121,6 +137,28 @@ class FirewallRulesetRecord:
     rules: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class AuditEventRecord:
+    """One entry of the account's audit log (the spec's ``AuditEvent``, rendered by
+    :func:`~.views.audit_event`)."""
+
+    id: str
+    time: float
+    """Simulated time the action happened."""
+    resource_name: str
+    action: str
+    resource_ids: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
+    """The account id (``resource_owner_lrn``), when known."""
+    service_name: str = "cloud"
+
+    @property
+    def resource_type(self) -> str:
+        """What ``GET /audit-events?resource_type=`` matches: ``cloud.instance``."""
+        return f"{self.service_name}.{self.resource_name}"
+
+
 DEFAULT_FIREWALL_RULES: list[dict[str, Any]] = [
     {"protocol": "tcp", "port_range": [22, 22], "source_network": "0.0.0.0/0",
      "description": "Allow SSH from anywhere"},
@@ -144,6 +182,9 @@ class Settings:
     """At most this many live instances, or launch answers ``global/quota-exceeded``."""
     account_active: bool = True
     """False: every API call answers 403 ``global/account-inactive``."""
+    filesystem_growth_bytes_per_hour: int = 0
+    """How fast a filesystem's ``bytes_used`` grows per simulated hour while an active
+    instance mounts it (0: it stays as it is)."""
     terminate_ended: str = TERMINATE_ENDED_RETURN
     """A terminate naming an ended, still listed instance: ``"return"`` it unchanged,
     or ``"404"`` the whole call (DESIGN, "Batch terminate")."""
@@ -164,6 +205,8 @@ class CloudState:
     global_rules: list[dict[str, Any]] = field(default_factory=list)
     next_address: int = 1
     """Counter for instance IPs, so an address is never handed out twice."""
+    audit_events: list[AuditEventRecord] = field(default_factory=list)
+    """The audit log, oldest first."""
 
     def latest_time(self) -> float | None:
         """The latest simulated time recorded anywhere in this cloud (a launch, a boot's
@@ -203,6 +246,8 @@ class CloudState:
                 firewall_rules=_list(data.get("firewall_rules", DEFAULT_FIREWALL_RULES)),
                 global_rules=_list(data.get("global_rules", [])),
                 next_address=int(data.get("next_address", 1)),
+                audit_events=[_record(AuditEventRecord, item)
+                              for item in _list(data.get("audit_events", []))],
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise StateError(f"malformed state: {exc}") from None

@@ -159,8 +159,8 @@ def firewall_rules(value: Any, where: str) -> list[dict[str, Any]]:
         network = string(rule, "source_network", required=True)
         description = string(rule, "description", required=True, max_length=128)
         assert network is not None and description is not None
-        _check_network(network, at)
-        checked: dict[str, Any] = {"protocol": protocol, "source_network": network,
+        checked: dict[str, Any] = {"protocol": protocol,
+                                   "source_network": source_network(network, at),
                                    "description": description}
         ports = rule.get("port_range")
         if protocol == "icmp":
@@ -178,11 +178,48 @@ def firewall_rules(value: Any, where: str) -> list[dict[str, Any]]:
     return rules
 
 
-def _check_network(network: str, where: str) -> None:
+ANY_NETWORK = "0.0.0.0/0"
+"""The one network the spec allows whose address is not public: "any address"."""
+
+
+NON_PUBLIC_NETWORKS = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
+                       "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+                       "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+                       "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4")
+"""IANA's special-purpose IPv4 blocks that are not globally reachable (RFC 6890 and its
+updates), multicast and reserved: written out rather than asked of ``ipaddress``, whose
+``is_global`` answers differ between Python versions."""
+
+
+def source_network(network: str, where: str) -> str:
+    """A ``source_network`` as the spec describes it: a public IPv4 address, optionally
+    followed by ``/mask`` (none means ``/32``), or ``0.0.0.0/0``. Host bits set past the
+    mask (``1.2.3.4/24``) and an address in a non-public block
+    (:data:`NON_PUBLIC_NETWORKS`) are refused. The spec asks the *address* to be public,
+    so a wide block that starts at a public address (``8.0.0.0/5``) is taken as given.
+    Returns the network with its mask."""
     import ipaddress
 
+    field_name = f"{where}.source_network"
     try:
-        ipaddress.IPv4Network(network, strict=False)
+        parsed = ipaddress.IPv4Network(network if "/" in network else network + "/32",
+                                       strict=False)
     except ValueError:
-        raise invalid_parameters(f"Invalid request data: {where}.source_network {network!r} "
-                                 "is not an IPv4 address or CIDR block.") from None
+        raise invalid_parameters(f"Invalid request data: {field_name} {network!r} is not an "
+                                 "IPv4 address or CIDR block.",
+                                 "Give an address like 1.2.3.4 or a block like 1.2.3.0/24; "
+                                 "0.0.0.0/0 allows any address.") from None
+    text = str(parsed)
+    if text == ANY_NETWORK:
+        return text
+    address = ipaddress.IPv4Address(network.split("/", 1)[0])
+    if address != parsed.network_address:
+        raise invalid_parameters(f"Invalid request data: {field_name} {network!r} has host "
+                                 f"bits set past its /{parsed.prefixlen} mask.",
+                                 f"Did you mean {text}?")
+    if any(address in ipaddress.IPv4Network(block) for block in NON_PUBLIC_NETWORKS):
+        raise invalid_parameters(f"Invalid request data: {field_name} {network!r} is not a "
+                                 "public IPv4 network.",
+                                 "Give a public address or block, or 0.0.0.0/0 for any "
+                                 "address.")
+    return text

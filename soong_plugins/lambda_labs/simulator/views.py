@@ -1,8 +1,8 @@
 """Records rendered as the spec's response objects (``Instance``, ``Filesystem``...).
 
-Optional fields follow the spec's notes: no ``ip``/``hostname`` before the instance is
-active, no ``file_system_mounts`` when nothing is mounted, no ``name`` when none was
-given. Timestamps are simulated time, ISO 8601 in UTC.
+Optional fields follow the spec's notes: no ``ip``/``hostname`` (nor ``jupyter_url``,
+``jupyter_token``) before the instance is active, no ``file_system_mounts`` when nothing
+is mounted, no ``name`` when none was given. Timestamps are simulated time, ISO 8601 in UTC.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from soong_core.models import InstanceState
 from soong_plugins.lambda_labs.simulator.catalogue import TYPES_BY_NAME, region_api
 from soong_plugins.lambda_labs.simulator.state import (
+    AuditEventRecord,
     FilesystemRecord,
     FirewallRulesetRecord,
     InstanceRecord,
@@ -79,14 +80,27 @@ def instance(record: InstanceRecord, now: float) -> dict[str, Any]:
     data["tags"] = [dict(tag) for tag in record.tags]
     if record.firewall_rulesets:
         data["firewall_rulesets"] = [{"id": rid} for rid in record.firewall_rulesets]
+    if booted and record.jupyter_token is not None:
+        data["jupyter_token"] = record.jupyter_token
+        data["jupyter_url"] = jupyter_url(record.id, record.jupyter_token)
     return data
+
+
+JUPYTER_DOMAIN = "lambdaspaces.sim.soong.invalid"
+"""Where the spec's example URL has ``lambdaspaces.com``: a name that resolves nowhere,
+since no JupyterLab runs behind a simulated instance."""
+
+
+def jupyter_url(instance_id: str, token: str) -> str:
+    """The spec's ``jupyter_url`` shape: ``https://jupyter-<id>.<domain>/?token=<token>``."""
+    return f"https://jupyter-{instance_id}.{JUPYTER_DOMAIN}/?token={token}"
 
 
 def ssh_key(record: SshKeyRecord) -> dict[str, Any]:
     return {"id": record.id, "name": record.name, "public_key": record.public_key}
 
 
-def filesystem(record: FilesystemRecord, in_use: bool) -> dict[str, Any]:
+def filesystem(record: FilesystemRecord, in_use: bool, bytes_used: int) -> dict[str, Any]:
     return {
         "id": record.id,
         "name": record.name,
@@ -95,7 +109,7 @@ def filesystem(record: FilesystemRecord, in_use: bool) -> dict[str, Any]:
         "created_by": dict(SIM_USER),
         "is_in_use": in_use,
         "region": region_api(record.region),
-        "bytes_used": record.bytes_used,
+        "bytes_used": bytes_used,
     }
 
 
@@ -107,4 +121,36 @@ def firewall_ruleset(record: FirewallRulesetRecord, instance_ids: list[str]) -> 
         "rules": [dict(rule) for rule in record.rules],
         "created": iso(record.created_at),
         "instance_ids": instance_ids,
+    }
+
+
+AUDIT_CATALOG_VERSION = "2025-09-06"
+"""The event catalog version the spec's example names."""
+
+
+def lrn(kind: str, identifier: str) -> str:
+    """A Lambda Resource Name as the spec's examples write them: ``lrn:cloud:KIND:ID``."""
+    return f"lrn:cloud:{kind}:{identifier}"
+
+
+def event_time(ts: float) -> str:
+    """The spec's ``event_time`` form: UTC, microseconds, a ``Z`` (``...T10:30:45.123456Z``)."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit_event(record: AuditEventRecord) -> dict[str, Any]:
+    """The spec's ``AuditEvent``. The simulator does not say which API key acted
+    (``request_api_key_lrn`` is null, as the spec allows "if applicable")."""
+    return {
+        "service_name": record.service_name,
+        "resource_name": record.resource_name,
+        "action": record.action,
+        "catalog_version": AUDIT_CATALOG_VERSION,
+        "event_id": record.id,
+        "event_time": event_time(record.time),
+        "actor_lrn": lrn("identity", SIM_USER["id"]),
+        "resource_lrns": [lrn(record.resource_name, rid) for rid in record.resource_ids],
+        "resource_owner_lrn": lrn("account", record.owner) if record.owner else None,
+        "request_api_key_lrn": None,
+        "additional_details": dict(record.details),
     }
