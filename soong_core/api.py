@@ -518,7 +518,7 @@ class Soong:
 
         The laptop cannot see activity on the instance: unless ``last_activity_at`` is
         given (the agent's report), the idle policy is left out here rather than judged
-        on no data; the agent (not built yet) is to enforce it where the activity is.
+        on no data; the agent enforces it where the activity is.
         """
         if not instance.managed:
             return None

@@ -170,8 +170,9 @@ def soong_register_activity_sources(
 ) -> None:
     """Register activity sources: signals that somebody uses the instance (agent side).
 
-    Called by the lease agent on the instance when it starts (the agent is not built
-    yet: until then only ``soong plugins`` calls it, to list what plugins register).
+    To be called by the lease agent on the instance when it starts (the agent does not
+    ask activity sources yet: until then only ``soong plugins`` calls it, to list what
+    plugins register).
 
     :param register: ``register(name, factory)``; ``factory(agent_config)`` returns an
         :class:`~soong_core.interfaces.ActivitySource`. The agent takes the latest
@@ -184,8 +185,8 @@ def soong_register_activity_sources(
 def soong_agent_bundle_modules() -> Iterable[str] | None:
     """Name the pure-Python modules the lease agent must carry to the instance.
 
-    Called when the agent's zipapp is built (not built yet: the plugin manager's
-    ``agent_bundle_modules()`` collects and checks the answers for it). A plugin whose
+    Called when ``soong agent build`` writes the agent's zipapp (the plugin manager's
+    ``agent_bundle_modules()`` collects and checks the answers). A plugin whose
     policies or activity sources should run on the instance names its module here (and
     itself, since the agent loads it as a plugin there).
 
