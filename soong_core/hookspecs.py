@@ -170,9 +170,8 @@ def soong_register_activity_sources(
 ) -> None:
     """Register activity sources: signals that somebody uses the instance (agent side).
 
-    To be called by the lease agent on the instance when it starts (the agent does not
-    ask activity sources yet: until then only ``soong plugins`` calls it, to list what
-    plugins register).
+    Called by ``soong plugins``, to list what plugins register; by design also by the
+    lease agent on the instance when it starts (it does not ask activity sources yet).
 
     :param register: ``register(name, factory)``; ``factory(agent_config)`` returns an
         :class:`~soong_core.interfaces.ActivitySource`. The agent takes the latest
