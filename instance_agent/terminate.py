@@ -419,7 +419,11 @@ def _error_note(status: int, body: bytes, content_type: str) -> str:
 
 
 def _tags(value: Any) -> dict[str, str]:
-    """The spec's ``[{"key", "value"}, ...]`` (or a plain mapping) -> ``{key: value}``."""
+    """The spec's ``[{"key", "value"}, ...]`` (or a plain mapping) -> ``{key: value}``.
+
+    The twin of ``soong_plugins.lambda_labs.convert.tags``, kept apart on purpose: the
+    bundle carries no provider plugin (importing that module would bring the Lambda
+    plugin's package and ``soong_core.cli`` with it)."""
     if isinstance(value, Mapping):
         return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
     found: dict[str, str] = {}

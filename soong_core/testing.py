@@ -44,6 +44,35 @@ if TYPE_CHECKING:
     from soong_core.cli.application import SoongApplication
 
 ENV_PREFIXES = ("SOONG_", "LAMBDA_")
+AGENT_PYTHON_FLOOR = (3, 10)
+"""The oldest Python the lease agent runs on (an instance's own python3)."""
+
+
+def agent_pythons() -> list[str]:
+    """Every Python on this machine the lease agent can run on: pyenv's version
+    directories and ``python3`` on PATH that answer (a failing shim is none), 3.10 or
+    newer, once per environment (a venv and its base are two)."""
+    import glob
+    import shutil
+    import subprocess
+
+    pyenv = os.environ.get("PYENV_ROOT", "/root/.pyenv")
+    candidates = sorted(glob.glob(f"{pyenv}/versions/*/bin/python3"))
+    candidates += [found for found in [shutil.which("python3")] if found]
+    probe = f"import sys; print(sys.version_info >= {AGENT_PYTHON_FLOOR!r}, sys.prefix)"
+    seen: set[str] = set()
+    usable = []
+    for candidate in candidates:
+        try:
+            answer = subprocess.run([candidate, "-c", probe], capture_output=True, text=True,
+                                    timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        fit, _, prefix = answer.stdout.strip().partition(" ")
+        if answer.returncode == 0 and fit == "True" and prefix not in seen:
+            seen.add(prefix)
+            usable.append(candidate)
+    return usable
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,8 @@ Python found, in isolation."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from soong_core.testing import agent_pythons
 from soong_plugins.lease_agent.bundle import MANIFEST, BundleError, build_zipapp, zipapp_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,30 +21,7 @@ PLUGIN_MODULES = ["soong_plugins.policies", "soong_core.policy", "soong_core.dis
                   "soong_core.costs", "soong_core.periods", "soong_core.budget"]
 
 
-def _interpreters() -> list[str]:
-    """Every Python here that answers ``-c pass`` and is 3.10+ (a failing shim is none)."""
-    candidates = sorted(glob.glob("/root/.pyenv/versions/*/bin/python3"))
-    candidates += [found for found in [shutil.which("python3")] if found]
-    seen: set[str] = set()
-    usable = []
-    for candidate in candidates:
-        try:
-            if subprocess.run([candidate, "-c", "pass"], capture_output=True,
-                              timeout=30).returncode != 0:
-                continue
-            answer = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info >= (3, 10), sys.prefix)"],
-                capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        fit, _, prefix = answer.stdout.strip().partition(" ")
-        if answer.returncode == 0 and fit == "True" and prefix not in seen:
-            seen.add(prefix)  # a venv is another environment than its base: both count
-            usable.append(candidate)
-    return usable
-
-
-INTERPRETERS = _interpreters()
+INTERPRETERS = agent_pythons()
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,21 @@ def agent_config(cloud: Any, launch_id: str, *, lease_in: float, hard_in: float,
     return config, override
 
 
+def extended_once(cloud: Any, agent_process: Any, root: Path, *, lease_in: float,
+                  hard_in: float, hours: float
+                  ) -> tuple[str, dict[str, Any], dict[str, Any], AgentProcess, Any]:
+    """An agent in ``root`` for a fresh instance, its lease extended once by ``hours``:
+    (instance id, config, override, the agent, the extension's answer)."""
+    instance_id, launch_id = launch(cloud)
+    config, override = agent_config(cloud, launch_id, lease_in=lease_in, hard_in=hard_in,
+                                    token=secrets.token_urlsafe(24))
+    agent: AgentProcess = agent_process(config, override, root=root)
+    lease = agent.status()["lease_deadline"]
+    code, body = agent.request("POST", "/extend", {"hours": hours, "expected_deadline": lease})
+    assert code == 200, body
+    return instance_id, config, override, agent, body
+
+
 def status_of(cloud: Any, instance_id: str) -> str:
     reply = cloud.api("GET", f"/instances/{instance_id}")
     if reply.status == 404:
@@ -132,14 +147,9 @@ def test_extensions_stop_at_the_hard_deadline_and_never_double(cloud: Any,
 
 def test_sigkill_and_restart_keep_the_extended_deadline(cloud: Any, agent_process: Any,
                                                         tmp_path: Path) -> None:
-    instance_id, launch_id = launch(cloud)
-    config, override = agent_config(cloud, launch_id, lease_in=120, hard_in=600,
-                                    token=secrets.token_urlsafe(24))
     root = tmp_path / "restarted"
-    first: AgentProcess = agent_process(config, override, root=root)
-    lease = first.status()["lease_deadline"]
-    code, body = first.request("POST", "/extend", {"hours": 0.01, "expected_deadline": lease})
-    assert code == 200, body
+    instance_id, config, override, first, body = extended_once(
+        cloud, agent_process, root, lease_in=120, hard_in=600, hours=0.01)
     first.kill(signal.SIGKILL)
 
     second: AgentProcess = agent_process(config, override, root=root)
@@ -265,14 +275,9 @@ def test_malformed_slow_and_oversized_requests_leave_it_alive_and_enforcing(
 
 def test_sigterm_saves_the_state_and_exits_keeping_the_instance(cloud: Any, agent_process: Any,
                                                                  tmp_path: Path) -> None:
-    instance_id, launch_id = launch(cloud)
-    config, override = agent_config(cloud, launch_id, lease_in=3000, hard_in=6000,
-                                    token=secrets.token_urlsafe(24))
     root = tmp_path / "stopped"
-    agent: AgentProcess = agent_process(config, override, root=root)
-    lease = agent.status()["lease_deadline"]
-    code, body = agent.request("POST", "/extend", {"hours": 0.1, "expected_deadline": lease})
-    assert code == 200, body
+    instance_id, config, override, agent, body = extended_once(
+        cloud, agent_process, root, lease_in=3000, hard_in=6000, hours=0.1)
     agent.kill(signal.SIGTERM)
     assert agent.process is not None and agent.process.returncode == 0
     assert status_of(cloud, instance_id) == "active"

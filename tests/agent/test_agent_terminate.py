@@ -446,18 +446,26 @@ def test_simulator_terminates_the_tagged_instance_only(sim: SimHarness) -> None:
     assert again.terminate("lease_expired") is True
 
 
+def _fault_until(sim: SimHarness, attempts: int, cleared: dict[str, Any]
+                 ) -> tuple[Callable[[float], bool], list[float]]:
+    """A terminator's wait that switches the simulator's fault off (the knobs
+    ``cleared``) after ``attempts`` failed attempts, and the waits it was asked for."""
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        if len(waits) == attempts:
+            sim.control("PATCH", "/knobs", cleared)
+        return False
+
+    return wait, waits
+
+
 def test_simulator_503s_for_a_while_then_terminated(sim: SimHarness) -> None:
     mine = _launch(sim, "mine")
     sim.control("PATCH", "/knobs", {"error_rate": 1.0, "error_status": 503,
                                          "fault_seed": 1})
-    waits: list[float] = []
-
-    def wait(seconds: float) -> bool:  # the faults stop after three failed attempts
-        waits.append(seconds)
-        if len(waits) == 3:
-            sim.control("PATCH", "/knobs", {"error_rate": 0.0})
-        return False
-
+    wait, waits = _fault_until(sim, 3, {"error_rate": 0.0})  # three failed attempts
     terminator, lines = _sim_terminator(sim, "mine", wait=wait)
     assert terminator.terminate("hard_timeout") is True
     assert len(waits) == 3
@@ -468,14 +476,7 @@ def test_simulator_503s_for_a_while_then_terminated(sim: SimHarness) -> None:
 def test_simulator_resets_for_a_while_then_terminated(sim: SimHarness) -> None:
     mine = _launch(sim, "mine")
     sim.control("PATCH", "/knobs", {"reset_rate": 1.0, "fault_seed": 2})
-    waits: list[float] = []
-
-    def wait(seconds: float) -> bool:
-        waits.append(seconds)
-        if len(waits) == 2:
-            sim.control("PATCH", "/knobs", {"reset_rate": 0.0})
-        return False
-
+    wait, _ = _fault_until(sim, 2, {"reset_rate": 0.0})
     terminator, lines = _sim_terminator(sim, "mine", wait=wait)
     assert terminator.terminate("idle_timeout") is True
     assert sim.instance(mine)["status"] in ("terminating", "terminated")

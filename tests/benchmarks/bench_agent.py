@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,26 +36,6 @@ FIRST_DEADLINE_IN = 5.0
 IDLE_SECONDS = 60.0
 SETTLE_SECONDS = 10.0
 FLOOR_IMPORTS = "http.server, json, hmac, ssl, urllib.request, pluggy"
-
-
-def interpreters() -> list[str]:
-    """Each Python 3.10+ here that answers ``-c pass``, once per environment."""
-    candidates = sorted(glob.glob("/root/.pyenv/versions/*/bin/python3"))
-    candidates += [found for found in [shutil.which("python3")] if found]
-    seen: set[str] = set()
-    usable = []
-    for candidate in candidates:
-        try:
-            answer = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info >= (3, 10), sys.prefix)"],
-                capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        fit, _, prefix = answer.stdout.strip().partition(" ")
-        if answer.returncode == 0 and fit == "True" and prefix not in seen:
-            seen.add(prefix)
-            usable.append(candidate)
-    return usable
 
 
 def agent_config(root: Path, *, launch_id: str, api_url: str, api_key: str, now: float,
@@ -171,7 +150,9 @@ def _proc(pid: int) -> tuple[int, float, int]:
 
 
 def idle(bundle: Path, work: Path) -> bool:
-    pythons = interpreters()
+    from soong_core.testing import agent_pythons
+
+    pythons = agent_pythons()
     now = time.time()
     agents: dict[str, subprocess.Popen[bytes]] = {}
     floors: dict[str, subprocess.Popen[bytes]] = {}
