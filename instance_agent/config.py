@@ -373,8 +373,8 @@ def example_config(now: float = 1_800_000_000.0) -> dict[str, Any]:
     from soong_core.models import HOUR as hour
 
     return {
-        COMMENT: "soong lease agent config; written by `soong start` at launch (0600). "
-                 "Times are seconds since the epoch; `_comment` keys are ignored.",
+        COMMENT: "soong lease agent config (0600); `soong start` is to write it at launch "
+                 "(not yet). Times are seconds since the epoch; `_comment` keys are ignored.",
         "schema_version": SCHEMA_VERSION,
         "instance": {
             COMMENT: "the limits fixed at launch; the lease moves only through /extend",
