@@ -56,6 +56,8 @@ def private_dir(directory: Path) -> None:
     current = directory
     while not current.is_dir():
         if current.exists() or current.is_symlink():
+            if current.is_dir():
+                break  # another process made it between our two looks
             raise NotADirectoryError(f"{current} exists and is not a directory")
         missing.append(current)
         if current.parent == current:

@@ -262,6 +262,26 @@ def test_private_dir_lets_another_process_win_the_race(tmp_path: Path,
     assert target.is_dir()
 
 
+def test_private_dir_lets_another_process_create_it_while_it_looks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directory appears between "is it a directory?" and "does something exist
+    there?" (CI met this with two soong processes sharing the pacing file)."""
+    target = tmp_path / "cache" / "soong"
+    real_is_dir = Path.is_dir
+    looks: list[Path] = []
+
+    def is_dir_then_created(self: Path) -> bool:
+        answer = real_is_dir(self)
+        if self == target.parent and not looks:
+            looks.append(self)
+            target.parent.mkdir()  # the other process, right after our first look
+        return answer
+
+    monkeypatch.setattr(Path, "is_dir", is_dir_then_created)
+    private_dir(target)
+    assert looks and real_is_dir(target)
+
+
 def test_history_makes_its_directories_with_the_one_helper(tmp_path: Path,
                                                            umask_022: None) -> None:
     from soong_core.history import History
