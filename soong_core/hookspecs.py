@@ -170,12 +170,13 @@ def soong_register_activity_sources(
 ) -> None:
     """Register activity sources: signals that somebody uses the instance (agent side).
 
-    Called by ``soong plugins``, to list what plugins register; by design also by the
-    lease agent on the instance when it starts (it does not ask activity sources yet).
+    Called by ``soong plugins``, to list what plugins register, and by the lease agent
+    on the instance when it starts: it creates each enabled source once.
 
-    :param register: ``register(name, factory)``; ``factory(agent_config)`` returns an
-        :class:`~soong_core.interfaces.ActivitySource`. The agent takes the latest
-        activity over all sources.
+    :param register: ``register(name, factory)``; ``factory(settings)`` (the source's
+        ``activity.sources.<name>`` object of the agent config) returns an
+        :class:`~soong_core.interfaces.ActivitySource`. Only a look that says ``active``
+        is activity; the idle deadline counts from the latest over all sources.
     :return: None. Every plugin registers; a name registered twice keeps the first.
     """
 

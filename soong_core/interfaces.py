@@ -17,6 +17,7 @@ from soong_core.errors import UnsupportedError
 
 if TYPE_CHECKING:
     from soong_core.models import (
+        ActivitySample,
         Admission,
         Decision,
         Filesystem,
@@ -286,14 +287,27 @@ class StatusReporter(ABC):
 
 
 class ActivitySource(ABC):
-    """A signal on the instance that somebody is using it (runs inside the agent)."""
+    """A signal on the instance that somebody is using it (runs inside the agent).
+
+    The agent creates each enabled source once, from ``factory(settings)`` (the source's
+    own section of the agent config, ``activity.sources.<name>``, without ``enabled``),
+    and calls :meth:`sample` from one thread of its own, never two calls at once, every
+    ``activity.sample_seconds`` (wall) and once more before an idle stop. Standard
+    library only: sources travel to the instance with the agent.
+    """
 
     name: ClassVar[str] = ""
+    bounded: ClassVar[bool] = False
+    """True when every look ends by the source's own timeouts (a subprocess killed, a
+    request given up): such sources may share one sampling thread. Otherwise the
+    source gets a thread of its own, so a look that hangs delays nobody else."""
 
     @abstractmethod
-    def last_activity(self, now: Timestamp) -> Timestamp | None:
-        """The latest moment this source saw activity, or ``None`` if it never has.
+    def sample(self, now: Timestamp) -> ActivitySample:
+        """Look once: is the machine in use at ``now`` (the agent's clock)?
 
-        Called periodically by the agent; a source that samples (GPU use, counters)
-        returns ``now`` when the sample shows activity, else its previous answer.
+        Must return within a few seconds (give every subprocess and request a timeout)
+        and should not raise: a source that cannot look says ``unavailable`` or
+        ``unhealthy`` with the reason in ``detail``. An exception is reported as
+        ``unhealthy`` and never counts as activity.
         """

@@ -136,6 +136,43 @@ class Action(str, enum.Enum):
 _SEVERITY = {Action.KEEP: 0, Action.WARN: 1, Action.TERMINATE: 2}
 
 
+class ActivityState(str, enum.Enum):
+    """What one activity source saw at its latest look (agent side).
+
+    ``active``: somebody uses the machine now; ``idle``: the source works and sees
+    nobody; ``unavailable``: it cannot tell (no GPU tool, no utmp file, an endpoint that
+    never answered); ``unhealthy``: it could tell before and now keeps failing. Only
+    ``active`` is activity: a source that cannot look never keeps an instance alive.
+    """
+
+    ACTIVE = "active"
+    IDLE = "idle"
+    UNAVAILABLE = "unavailable"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class ActivitySample:
+    """One look of an activity source: its ``state``, one line of ``detail`` saying why
+    (shown in the agent's ``/status``), and ``health``: JSON-serialisable facts worth
+    showing (GPU memory and temperature, a serving engine's model), never secrets.
+
+    ``last_activity`` is the latest moment (agent clock) the source saw use, when it
+    knows one; a sampling source leaves it ``None`` and says ``active``, which the agent
+    reads as "in use at the moment of this look". The agent counts it only with
+    ``active`` and never later than the look itself.
+    """
+
+    state: ActivityState
+    detail: str = ""
+    health: Mapping[str, Any] = field(default_factory=dict)
+    last_activity: Timestamp | None = None
+
+    @property
+    def is_activity(self) -> bool:
+        return self.state is ActivityState.ACTIVE
+
+
 class EventKind(str, enum.Enum):
     LAUNCH_INTENT = "launch_intent"
     """Written before the provider is asked to launch; ``instance_id`` is the launch id

@@ -15,6 +15,8 @@ from soong_core.errors import PluginError, UsageError
 from soong_core.fake import FakeProvider, FakeProviderPlugin
 from soong_core.interfaces import ActivitySource, StatusReporter, TunnelBackend
 from soong_core.models import (
+    ActivitySample,
+    ActivityState,
     Event,
     EventKind,
     Instance,
@@ -447,14 +449,14 @@ def test_soong_status_details_are_kept_per_plugin(
 class Always(ActivitySource):
     name = "always"
 
-    def last_activity(self, now: float) -> float:
-        return now
+    def sample(self, now: float) -> ActivitySample:
+        return ActivitySample(ActivityState.ACTIVE, "always")
 
 
 def test_soong_register_activity_sources(plugins: Plugins, register_plugin: Any) -> None:
     register_plugin(module_plugin("act", soong_register_activity_sources=lambda register: register(
         "always", lambda config: Always())), "act")
-    assert plugins.activity_sources().create("always", {}).last_activity(5.0) == 5.0
+    assert plugins.activity_sources().create("always", {}).sample(5.0).is_activity
 
 
 def test_soong_agent_bundle_modules_union(plugins: Plugins, register_plugin: Any) -> None:
