@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("fabric_tunnel", "soong_plugins.fabric_tunnel"),
     ("lease_agent", "soong_plugins.lease_agent"),
     ("policies", "soong_plugins.policies"),
+    ("activity", "soong_plugins.activity"),
     ("reporters", "soong_plugins.reporters"),
 )
 """(plugin name, module) of the plugins that ship with soong, in registration order."""
