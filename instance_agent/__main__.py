@@ -55,9 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(path, args.override)
         if args.check:
-            from instance_agent.daemon import load_policies
+            from instance_agent.daemon import load_plugins
 
-            load_policies(config["plugins"], config["instance"]["settings"])
+            problems = load_plugins(config).problems
+            for problem in problems:
+                print(f"{PROG}: {problem}", file=sys.stderr)
+            if problems:
+                return EXIT_CONFIG
             print(f"{PROG}: config {path} is valid")
             return 0
         return run(config)
@@ -134,7 +138,10 @@ def _self_test_steps() -> Any:
 
     modules = ["json", "hmac", "http.server", "urllib.request", "pluggy",
                "soong_core.models", "soong_core.clock", "soong_core.policy",
-               "soong_core.hookspecs", "soong_plugins.policies", "instance_agent.config",
+               "soong_core.hookspecs", "soong_plugins.policies", "soong_plugins.activity",
+               "soong_plugins.activity.api", "soong_plugins.activity.sessions",
+               "soong_plugins.activity.gpu", "soong_plugins.activity.prometheus",
+               "instance_agent.config", "instance_agent.activity", "instance_agent.heartbeat",
                "instance_agent.daemon", "instance_agent.server", "instance_agent.state",
                "instance_agent.logs"]
     for name in modules:

@@ -92,6 +92,10 @@ def _module_list(value: Any) -> str | None:
     return None
 
 
+def flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {_describe(value)}"
+
+
 REQUIRED = object()
 """The default of a key that must be given."""
 
@@ -141,10 +145,39 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "state": {
         "activity_write_seconds": (number(0), 60),
     },
+    "watchdog": {
+        "url": (text(nullable=True), None),
+        "token": (text(nullable=True), None),
+        "heartbeat_seconds": (number(above=0), 60),
+        "timeout_seconds": (number(above=0), 5),
+    },
 }
-TOP_LEVEL = {"schema_version", "pre_stop", "plugins", *SCHEMA}
+TOP_LEVEL = {"schema_version", "pre_stop", "plugins", "activity", *SCHEMA}
 PRE_STOP_KEYS = {"command", "timeout_seconds"}
 PATH_KEYS = ("state", "log", "wall", "systemctl")
+
+ACTIVITY_KEYS: dict[str, tuple[Check, Any]] = {
+    "sample_seconds": (number(above=0), 30),
+    "final_look_seconds": (number(above=0), 20),
+}
+SOURCE_SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    "api": {},
+    "sessions": {"utmp": (text(), "/run/utmp")},
+    "gpu": {
+        "nvidia_smi": (text(), "/usr/bin/nvidia-smi"),
+        "utilization_percent": (number(0), 10),
+        "timeout_seconds": (number(above=0), 10),
+    },
+    "prometheus": {
+        "endpoints": (lambda value: None, []),  # checked by _endpoints
+        "timeout_seconds": (number(above=0), 5),
+        "failures_unhealthy": (number(1, integer=True), 3),
+    },
+}
+"""The built-in sources' settings (``activity.sources.<name>``), each also ``enabled``
+(default true). Another name is a third party's source: its section must be an object,
+``enabled`` a boolean; the rest is the plugin's own to check."""
+SOURCE_PATHS = {"sessions": ("utmp",), "gpu": ("nvidia_smi",)}
 
 
 # -- loading --------------------------------------------------------------------------
@@ -249,6 +282,7 @@ def validate(data: Any, *, environ: Mapping[str, str] | None = None) -> dict[str
         problems.append(f"plugins: {_module_list(plugins)}")
         plugins = []
     config["plugins"] = list(plugins)
+    config["activity"] = _activity(data.get("activity", {}), problems)
     problems += _cross_checks(config)
     if problems:
         raise ConfigError(problems)
@@ -258,6 +292,10 @@ def validate(data: Any, *, environ: Mapping[str, str] | None = None) -> dict[str
     for key in PATH_KEYS:
         if config["paths"][key] is not None:
             config["paths"][key] = root + config["paths"][key] if root else config["paths"][key]
+    for name, path_keys in SOURCE_PATHS.items():
+        section = config["activity"]["sources"][name]
+        for key in path_keys:
+            section[key] = root + section[key]
     config["warnings"] = _warnings(config)
     return config
 
@@ -292,6 +330,112 @@ def _pre_stop(value: Any, problems: list[str]) -> list[dict[str, Any]]:
             problems.append(f"{where}.timeout_seconds: {wrong}")
         commands.append({"command": command, "timeout_seconds": timeout})
     return commands
+
+
+def _activity(value: Any, problems: list[str]) -> dict[str, Any]:
+    """``activity``, checked: ``sample_seconds``, ``final_look_seconds`` and ``sources``
+    (every built-in source filled in with its defaults, third parties' kept as given)."""
+    if _object(value):
+        problems.append(f"activity: {_object(value)}")
+        value = {}
+    activity: dict[str, Any] = {}
+    for key in sorted(set(value) - set(ACTIVITY_KEYS) - {"sources"}):
+        problems.append(f"activity.{key}: unknown key")
+    for key, (check, default) in ACTIVITY_KEYS.items():
+        given = value.get(key, default)
+        wrong = check(given)
+        if wrong:
+            problems.append(f"activity.{key}: {wrong}")
+        activity[key] = given
+    sources_given = value.get("sources", {})
+    if _object(sources_given):
+        problems.append(f"activity.sources: {_object(sources_given)}")
+        sources_given = {}
+    sources: dict[str, dict[str, Any]] = {}
+    for name in [*SOURCE_SCHEMA, *sorted(set(sources_given) - set(SOURCE_SCHEMA))]:
+        where = f"activity.sources.{name}"
+        given = sources_given.get(name, {})
+        if _object(given):
+            problems.append(f"{where}: {_object(given)}")
+            given = {}
+        section = dict(given) if name not in SOURCE_SCHEMA else {}
+        enabled = given.get("enabled", True)
+        if flag(enabled):
+            problems.append(f"{where}.enabled: {flag(enabled)}")
+        section["enabled"] = enabled
+        keys = SOURCE_SCHEMA.get(name)
+        if keys is not None:
+            for key in sorted(set(given) - set(keys) - {"enabled"}):
+                problems.append(f"{where}.{key}: unknown key")
+            for key, (check, default) in keys.items():
+                item = given.get(key, _copy(default))
+                wrong = check(item)
+                if wrong:
+                    problems.append(f"{where}.{key}: {wrong}")
+                section[key] = item
+        sources[name] = section
+    gpu = sources["gpu"]
+    if _is_number(gpu["utilization_percent"]) and gpu["utilization_percent"] > 100:
+        problems.append("activity.sources.gpu.utilization_percent: must be at most 100, "
+                        f"got {_describe(gpu['utilization_percent'])}")
+    for name, path_keys in SOURCE_PATHS.items():
+        for key in path_keys:
+            path = sources[name][key]
+            if isinstance(path, str) and not path.startswith("/"):
+                problems.append(f"activity.sources.{name}.{key}: must be an absolute path, "
+                                f"got {_describe(path)}")
+    prometheus = sources["prometheus"]
+    prometheus["endpoints"] = _endpoints(prometheus["endpoints"], problems)
+    activity["sources"] = sources
+    return activity
+
+
+def _endpoints(value: Any, problems: list[str]) -> list[dict[str, Any]]:
+    """``activity.sources.prometheus.endpoints``: URLs or ``{"url", "metrics"}`` objects,
+    as objects; ``metrics`` null means the serving engines' usual series."""
+    where = "activity.sources.prometheus.endpoints"
+    if not isinstance(value, list):
+        problems.append(f"{where}: must be a list of URLs or objects, got {_describe(value)}")
+        return []
+    endpoints = []
+    for index, entry in enumerate(value):
+        here = f"{where}[{index}]"
+        if isinstance(entry, str):
+            entry = {"url": entry}
+        if not isinstance(entry, dict):
+            problems.append(f"{here}: must be a URL or an object with a url, "
+                            f"got {_describe(entry)}")
+            continue
+        for key in sorted(set(entry) - {"url", "metrics"}):
+            problems.append(f"{here}.{key}: unknown key")
+        url = entry.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) \
+                or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+            problems.append(f"{here}.url: must be an http(s) URL, got {_describe(url)}")
+        metrics = entry.get("metrics")
+        if metrics is not None:
+            if not isinstance(metrics, list) or not metrics \
+                    or not all(isinstance(m, str) for m in metrics):
+                problems.append(f"{here}.metrics: must be null or a non-empty list of "
+                                f"series selectors, got {_describe(metrics)}")
+                metrics = None
+            else:
+                for selector in metrics:
+                    wrong = _selector_problem(selector)
+                    if wrong:
+                        problems.append(f"{here}.metrics: {_describe(selector)}: {wrong}")
+        endpoints.append({"url": url, "metrics": metrics})
+    return endpoints
+
+
+def _selector_problem(selector: str) -> str | None:
+    from soong_plugins.activity.prometheus import parse_selector
+
+    try:
+        parse_selector(selector)
+    except ValueError as exc:
+        return " ".join(str(exc).split()) or "not a series selector"
+    return None
 
 
 def _cross_checks(config: Mapping[str, Any]) -> list[str]:
@@ -334,6 +478,16 @@ def _cross_checks(config: Mapping[str, Any]) -> list[str]:
     url = config["provider"]["api_url"]
     if isinstance(url, str) and not url.startswith(("https://", "http://")):
         problems.append(f"provider.api_url: must be an http(s) URL, got {_describe(url)}")
+    watchdog = config["watchdog"]
+    if isinstance(watchdog["url"], str):
+        if not watchdog["url"].startswith(("https://", "http://")):
+            problems.append("watchdog.url: must be an http(s) URL, got "
+                            f"{_describe(watchdog['url'])}")
+        if watchdog["token"] is None:
+            problems.append("watchdog.token: required when watchdog.url is set")
+    token = watchdog["token"]
+    if isinstance(token, str) and not all(32 < ord(c) < 127 for c in token):
+        problems.append("watchdog.token: must be printable ASCII without spaces")
     return problems
 
 
@@ -361,7 +515,8 @@ def clock_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def secrets_of(config: Mapping[str, Any]) -> list[str]:
     """The strings no log line or answer may contain."""
-    found = [config.get("api", {}).get("token"), config.get("provider", {}).get("api_key")]
+    found = [config.get("api", {}).get("token"), config.get("provider", {}).get("api_key"),
+             (config.get("watchdog") or {}).get("token")]
     return [s for s in found if isinstance(s, str) and s]
 
 
@@ -422,6 +577,30 @@ def example_config(now: float = 1_800_000_000.0) -> dict[str, Any]:
         "log": {"max_bytes": 1048576},
         "state": {COMMENT: "activity is saved at most this often (seconds of clock time)",
                   "activity_write_seconds": 60},
+        "activity": {
+            COMMENT: "what counts as use (idle_timeout_seconds above); each source "
+                     "looks every sample_seconds (wall) and once more, for at most "
+                     "final_look_seconds, before an idle stop",
+            "sample_seconds": 30,
+            "final_look_seconds": 20,
+            "sources": {
+                "api": {COMMENT: "POST /activity", "enabled": True},
+                "sessions": {COMMENT: "interactive logins in utmp (a port forward is none)",
+                             "enabled": True, "utmp": "/run/utmp"},
+                "gpu": {COMMENT: "nvidia-smi; absent or failing: unavailable, never active",
+                        "enabled": True, "nvidia_smi": "/usr/bin/nvidia-smi",
+                        "utilization_percent": 10, "timeout_seconds": 10},
+                "prometheus": {
+                    COMMENT: "serving engines' /metrics; metrics null: the usual vLLM, "
+                             "TGI and SGLang request and token series",
+                    "enabled": True,
+                    "endpoints": [{"url": "http://127.0.0.1:8000/metrics", "metrics": None}],
+                    "timeout_seconds": 5, "failures_unhealthy": 3},
+            },
+        },
+        "watchdog": {COMMENT: "heartbeats to POST {url}/heartbeat; url null: none",
+                     "url": None, "token": None, "heartbeat_seconds": 60,
+                     "timeout_seconds": 5},
         "plugins": [],
     }
 

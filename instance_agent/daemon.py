@@ -26,14 +26,18 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
-from soong_core.models import HOUR, Action, Decision, InstanceView, Reason
+from soong_core.models import HOUR, Action, ActivityState, Decision, InstanceView, Reason
 
 from instance_agent import __version__
 from instance_agent.state import AgentState, StateFile
 
 if TYPE_CHECKING:
     from soong_core.clock import Clock
-    from soong_core.interfaces import CostPolicy
+    from soong_core.interfaces import ActivitySource, CostPolicy
+    from soong_core.models import ActivitySample
+
+    from instance_agent.activity import SourceRunner
+    from instance_agent.heartbeat import Heartbeat
 
 EXCLUDED_POLICIES = frozenset({"budget"})
 """Registered policies the agent never runs (DESIGN: the budget is admission control)."""
@@ -118,30 +122,73 @@ def systemd_powering_off(systemctl: str | None, *, timeout: float = 5.0) -> bool
 # -- policies ---------------------------------------------------------------------------
 
 
-def load_policies(plugins: Sequence[str], settings: Mapping[str, Any],
-                  log: Callable[[str], None] = lambda line: None) -> tuple[list[tuple[str, CostPolicy]], list[str]]:
-    """``([(name, policy)], problems)``: what ``soong_register_policies`` registers in a
-    fresh plugin manager holding the built-in policies and ``plugins`` (registered after
-    them, so a third party's name wins, as in the CLI). A plugin that fails to import or
-    register, or a factory that fails, is one problem line; the rest still apply."""
+class Loaded(NamedTuple):
+    """What the agent's plugin manager found."""
+
+    policies: list[tuple[str, CostPolicy]]
+    sources: list[tuple[str, ActivitySource]]
+    problems: list[str]
+
+
+def load_plugins(config: Mapping[str, Any],
+                 log: Callable[[str], None] = lambda line: None) -> Loaded:
+    """The policies and the enabled activity sources a fresh plugin manager registers:
+    the built-in ``soong_plugins.policies`` and ``soong_plugins.activity`` first, then
+    the config's ``plugins`` (registered after them, so a third party's name wins, as
+    in the CLI). A plugin that fails to import or register, a factory that fails, or an
+    enabled source in the config that nobody registers is one problem line (logged);
+    the rest still apply."""
     import importlib
 
     import pluggy
 
-    import soong_plugins.policies as builtin
+    import soong_plugins.activity as builtin_sources
+    import soong_plugins.policies as builtin_policies
     from soong_core import hookspecs
 
     problems: list[str] = []
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    manager.register(builtin, "policies")
-    for name in plugins:
+    manager.register(builtin_policies, "policies")
+    manager.register(builtin_sources, "activity")
+    for name in config.get("plugins", []):
         try:
             manager.register(importlib.import_module(name), name)
         except Exception as exc:
             problems.append(f"plugin {name}: cannot load it: {_one_line(exc)}")
-    factories: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
-    for impl in reversed(manager.hook.soong_register_policies.get_hookimpls()):
+    settings = config["instance"].get("settings") or {}
+    policies = []
+    for name, factory in _registered(manager, "soong_register_policies", problems).items():
+        if name in EXCLUDED_POLICIES:
+            continue
+        try:
+            policies.append((name, factory(settings)))
+        except Exception as exc:
+            problems.append(f"policy {name}: cannot create it: {_one_line(exc)}")
+    configured = (config.get("activity") or {}).get("sources") or {}
+    factories = _registered(manager, "soong_register_activity_sources", problems)
+    sources = []
+    for name, factory in factories.items():
+        section = dict(configured.get(name) or {})
+        if not section.pop("enabled", True):
+            continue
+        try:
+            sources.append((name, factory(section)))
+        except Exception as exc:
+            problems.append(f"activity source {name}: cannot create it: {_one_line(exc)}")
+    for name in sorted(set(configured) - set(factories)):
+        if configured[name].get("enabled", True):
+            problems.append(f"activity source {name}: configured, but no plugin registers it "
+                            "(is its module in plugins and in the agent's bundle?)")
+    for problem in problems:
+        log(problem)
+    return Loaded(policies, sources, problems)
+
+
+def _registered(manager: Any, hook: str, problems: list[str]) -> dict[str, Callable[..., Any]]:
+    """``{name: factory}`` registered through ``hook``, the later plugin's first."""
+    factories: dict[str, Callable[..., Any]] = {}
+    for impl in reversed(getattr(manager.hook, hook).get_hookimpls()):
         def register(name: str, factory: Callable[..., Any]) -> None:
             if isinstance(name, str) and name and callable(factory):
                 factories.setdefault(name, factory)
@@ -149,19 +196,8 @@ def load_policies(plugins: Sequence[str], settings: Mapping[str, Any],
         try:
             impl.function(**{arg: register for arg in impl.argnames})
         except Exception as exc:
-            problems.append(f"plugin {impl.plugin_name}: soong_register_policies failed: "
-                            f"{_one_line(exc)}")
-    policies = []
-    for name, factory in factories.items():
-        if name in EXCLUDED_POLICIES:
-            continue
-        try:
-            policies.append((name, factory(settings)))
-        except Exception as exc:
-            problems.append(f"policy {name}: cannot create it: {_one_line(exc)}")
-    for problem in problems:
-        log(problem)
-    return policies, problems
+            problems.append(f"plugin {impl.plugin_name}: {hook} failed: {_one_line(exc)}")
+    return factories
 
 
 # -- the agent ------------------------------------------------------------------------
@@ -179,7 +215,9 @@ class Agent:
                  poweroff: Callable[[], bool] | None = None,
                  wall_command: Callable[[str, str], None] | None = None,
                  wait: Callable[[threading.Condition, float | None], Any] | None = None,
-                 policies: Sequence[tuple[str, CostPolicy]] | None = None) -> None:
+                 policies: Sequence[tuple[str, CostPolicy]] | None = None,
+                 sources: Sequence[tuple[str, ActivitySource]] | None = None,
+                 heartbeat_post: Callable[..., int] | None = None) -> None:
         from soong_core.clock import clock_from_config
 
         from instance_agent.config import clock_config
@@ -208,13 +246,20 @@ class Agent:
         self.config_warnings = list(config.get("warnings", []))
         for warning in self.config_warnings:
             self.log(f"warning: {warning}")
-        if policies is None:
-            found, self.plugin_problems = load_policies(config.get("plugins", []),
-                                                        self.instance.get("settings", {}),
-                                                        self.log)
-            self.policies = list(found)
-        else:
-            self.policies, self.plugin_problems = list(policies), []
+        self.plugin_problems: list[str] = []
+        if policies is None or sources is None:
+            loaded = load_plugins(config, self.log)
+            self.plugin_problems = loaded.problems
+            policies = loaded.policies if policies is None else policies
+            sources = loaded.sources if sources is None else sources
+        self.policies = list(policies)
+        self.runners = self._runners(sources)
+        self.heartbeat = self._heartbeat(heartbeat_post)
+        self.terminator: Any = None
+        self._instance_id: str | None = None
+        self._stop_threads = threading.Event()
+        self._looking = False
+        self._looked_for: float | None = None
         self.state_file = StateFile(config["paths"]["state"])
         self.state_problems: list[str] = []
         self.write_problem: str | None = None
@@ -232,6 +277,132 @@ class Agent:
         self._shutdown_note: str | None = None
         self.terminated = False
         self.server: Any = None
+
+    # -- activity sources and heartbeats ----------------------------------------------
+
+    def _runners(self, sources: Sequence[tuple[str, ActivitySource]]) -> dict[str, SourceRunner]:
+        from instance_agent.activity import SourceRunner
+
+        return {name: SourceRunner(name, source, now=self.clock.now, record=self._record,
+                                   log=self.log) for name, source in sources}
+
+    def _heartbeat(self, post: Callable[..., int] | None) -> Heartbeat | None:
+        settings = self.config.get("watchdog") or {}
+        if not settings.get("url"):
+            return None
+        from instance_agent.heartbeat import Heartbeat, post_json
+
+        return Heartbeat(settings, self.heartbeat_payload, log=self.log, now=self.clock.now,
+                         post=post or post_json)
+
+    def sample_interval(self) -> float:
+        """Wall seconds between two looks of a source: ``activity.sample_seconds``, but
+        at most a quarter of the idle timeout (on an accelerated clock a 30 s look
+        would be longer than the timeout itself)."""
+        from instance_agent.activity import MIN_INTERVAL_S
+
+        wanted = float(self.config["activity"]["sample_seconds"])
+        idle = self.instance["idle_timeout_seconds"]
+        if idle:
+            wanted = min(wanted, self.clock.to_wall(float(idle) / 4))
+        return max(MIN_INTERVAL_S, wanted)
+
+    def _record(self, name: str, sample: ActivitySample, looked_at: float) -> None:
+        """A look's outcome: an ``active`` one is activity at ``looked_at`` (or at the
+        source's own ``last_activity``, never later than the look)."""
+        if not sample.is_activity:
+            return
+        at = looked_at if sample.last_activity is None else min(looked_at, sample.last_activity)
+        self._count(at, name)
+
+    def _count(self, at: float, source: str) -> None:
+        with self.cond:
+            last = self.state.last_activity_at
+            if last is not None and at <= last:
+                return
+            self.state.last_activity_at = at
+            self.state.last_activity_source = source
+            self._activity_dirty = True
+            if self.clock.now() - self._activity_saved_at >= float(
+                    self.config["state"]["activity_write_seconds"]):
+                self._save(why="activity")
+            self.cond.notify_all()
+
+    def heartbeat_payload(self, final: bool = False,
+                          reason: str | None = None) -> dict[str, Any]:
+        """The heartbeat's JSON (DESIGN Interfaces)."""
+        with self.cond:
+            now = self.clock.now()
+            decision = self.decide(now)
+            ids = list(getattr(self.terminator, "instance_ids", None) or [])
+            if ids:
+                self._instance_id = ids[0]  # kept: a failed attempt empties the list
+            next_stop = None if decision.deadline is None else {
+                "at": decision.deadline, "reason": ", ".join(decision.reasons)}
+            return {"schema_version": 1, "instance_id": self._instance_id,
+                    "launch_id": self.instance["launch_id"], "sent_at": now,
+                    "lease_deadline": self.state.lease_deadline,
+                    "hard_deadline": float(self.instance["hard_deadline"]),
+                    "next_stop": next_stop, "health": self._health(decision),
+                    "version": __version__, "final": final,
+                    "reason": reason if final else None}
+
+    def _health(self, decision: Decision) -> dict[str, Any]:
+        """Each source's state, what the sources report worth seeing, and warnings."""
+        health: dict[str, Any] = {
+            "sources": {name: (r.latest.state.value if r.latest else None)
+                        for name, r in self.runners.items()}}
+        for name, runner in self.runners.items():
+            facts = dict(runner.latest.health) if runner.latest else {}
+            for key in ("gpus", "models"):
+                if key in facts:
+                    health[key] = facts[key]
+        health["warnings"] = self._warnings(decision)
+        return health
+
+    def _start_threads(self) -> None:
+        from instance_agent.activity import look_in_turn, threads_for
+
+        for group in threads_for(list(self.runners.values())):
+            names = "+".join(runner.name for runner in group)
+            threading.Thread(target=look_in_turn,
+                             args=(group, self.sample_interval, self._stop_threads),
+                             daemon=True, name=f"soong-activity-{names}").start()
+        if self.heartbeat is not None:
+            threading.Thread(target=self.heartbeat.loop, daemon=True,
+                             name="soong-heartbeat").start()
+
+    def _final_look(self) -> None:
+        """Every source once more, all at once, for at most ``final_look_seconds``."""
+        limit = float(self.config["activity"]["final_look_seconds"])
+        try:
+            end = time.monotonic() + limit
+            looks = [threading.Thread(target=runner.look, kwargs={"wait_s": limit},
+                                      daemon=True, name=f"soong-last-look-{runner.name}")
+                     for runner in self.runners.values()]
+            for look in looks:
+                look.start()
+            for look in looks:
+                look.join(max(0.0, end - time.monotonic()))
+            late = [r.name for r, t in zip(self.runners.values(), looks) if t.is_alive()]
+            if late:
+                self.log(f"last look: no answer within {limit:g} s from {', '.join(late)} "
+                         "(not activity)")
+        finally:
+            with self.cond:
+                self._looking = False
+                self.cond.notify_all()
+
+    def _wants_final_look(self, reasons: Sequence[str]) -> bool:
+        """An idle stop (and nothing else) not looked at yet for this idle deadline."""
+        if not self.runners or set(reasons) != {Reason.IDLE_TIMEOUT.value}:
+            return False
+        deadline = self.idle_deadline()
+        if self._looked_for is not None and deadline is not None \
+                and abs(deadline - self._looked_for) < DEADLINE_TOLERANCE:
+            return False
+        self._looked_for = deadline
+        return True
 
     # -- state ----------------------------------------------------------------------
 
@@ -338,6 +509,11 @@ class Agent:
                 "terminating": self.state.terminating,
                 "state_problems": list(self.state_problems)
                 + ([self.write_problem] if self.write_problem else []),
+                "activity": {"sample_seconds": self.sample_interval(),
+                             "sources": {name: runner.report()
+                                         for name, runner in self.runners.items()}},
+                "health": self._health(decision),
+                "heartbeat": None if self.heartbeat is None else self.heartbeat.report(),
                 "policies": [name for name, _ in self.policies],
                 "bind": self.config["api"]["bind"],
                 "wakeups": self.wakeups,
@@ -355,6 +531,18 @@ class Agent:
         problem = getattr(self.log, "file_problem", None)
         if problem:
             warnings.append(problem)
+        for name, runner in self.runners.items():
+            sample = runner.latest
+            if sample is None:
+                continue
+            if sample.state is ActivityState.UNHEALTHY:
+                warnings.append(f"activity source {name} is unhealthy: {sample.detail}")
+            for line in sample.health.get("warnings") or ():
+                warnings.append(f"{name}: {line}")
+        beat = self.heartbeat
+        if beat is not None and beat.consecutive_failures >= 2:
+            warnings.append(f"heartbeats to the watchdog fail ({beat.consecutive_failures} in "
+                            f"a row): {beat.last_error}")
         return warnings
 
     def _max_hours(self) -> float:
@@ -402,15 +590,20 @@ class Agent:
                     "max_extension_hours": self._max_hours()}
 
     def activity(self, source: str | None = None) -> dict[str, Any]:
+        """``POST /activity``: counted at once, and by the ``api`` source's next look
+        (``source`` is the caller's label; the activity's source is ``api``)."""
+        runner = self.runners.get("api")
+        touch = getattr(runner.source, "touch", None) if runner is not None else None
+        if not callable(touch):
+            raise ApiError(409, "source_disabled", "POST /activity is switched off on this "
+                           "instance (activity.sources.api.enabled is false)")
         with self.cond:
             now = self.clock.now()
-            self.state.last_activity_at = now
-            self.state.last_activity_source = source or "api"
-            self._activity_dirty = True
-            if now - self._activity_saved_at >= float(self.config["state"]["activity_write_seconds"]):
-                self._save(why="activity")
-            self.cond.notify_all()
-            return {"last_activity_at": now, "idle_deadline": self.idle_deadline()}
+            label = source if source and source != "api" else None
+            touch(now, label)
+            self._count(now, "api" if label is None else f"api ({label})")
+            return {"last_activity_at": self.state.last_activity_at,
+                    "idle_deadline": self.idle_deadline()}
 
     def shutdown(self, note: str | None = None) -> dict[str, Any]:
         with self.cond:
@@ -474,7 +667,11 @@ class Agent:
             self._save(why="activity")
         decision = self.decide(now)
         self.decision = decision
-        logged = (decision.action, decision.reasons, decision.deadline)
+        # an idle deadline that activity moves later is no news: logged when it changes
+        # anything else (the action, the reasons, another deadline)
+        sliding = decision.action is Action.KEEP and decision.reasons == (
+            Reason.IDLE_TIMEOUT.value,)
+        logged = (decision.action, decision.reasons, None if sliding else decision.deadline)
         if logged != self._logged:
             self._logged = logged
             self.log(f"decision: {decision.action.value}: {decision.message}"
@@ -518,7 +715,9 @@ class Agent:
         """Enforce until the instance is terminated (0) or a signal asks to exit (0)."""
         terminator = self._terminator_factory(self.config["provider"], log=self.log,
                                               wait=self._terminator_wait)
+        self.terminator = terminator
         self.signals.start()
+        self._start_threads()
         locate = getattr(terminator, "locate", None)
         if callable(locate):  # find the instance id now: at the deadline one request
             threading.Thread(target=self._quietly, args=(locate,), daemon=True,
@@ -526,6 +725,15 @@ class Agent:
         with self.cond:
             while True:
                 outcome, value = self._step()
+                if outcome == "terminate" and self.state.terminating is None \
+                        and self._shutdown_note is None and self._wants_final_look(value):
+                    # Never stop a busy machine on a stale look: every source once more.
+                    self.log("idle deadline reached: every activity source looks once more")
+                    self._looking = True
+                    threading.Thread(target=self._final_look, daemon=True,
+                                     name="soong-last-look").start()
+                    self.cond.wait_for(lambda: not self._looking)
+                    continue
                 if outcome != "wait":
                     break
                 self.last_timeout = value
@@ -535,8 +743,12 @@ class Agent:
                 self._wait(self.cond, None if value is None
                            else min(value, RECHECK_WALL_S))
             if outcome == "exit":
+                self._stop_threads.set()
+                if self.heartbeat is not None:
+                    self.heartbeat.stop()
                 self._save(why="exit")
                 return 0
+            self._stop_threads.set()
             reasons = tuple(value)
             reason = reasons[0]
             if self.state.terminating is None:
@@ -550,6 +762,11 @@ class Agent:
                 self.log(f"resuming the termination ({', '.join(reasons)}) recorded "
                          f"{_when(self.state.terminating.get('at'))}")
             pre_stop_done = bool(self.state.terminating.get("pre_stop_done"))
+        final_beat = None
+        if self.heartbeat is not None:  # beside the termination, never before it
+            final_beat = threading.Thread(target=self.heartbeat.final, args=(reason,),
+                                          daemon=True, name="soong-final-heartbeat")
+            final_beat.start()
         if not pre_stop_done:  # once per termination, not again after a restart
             try:
                 terminator.run_pre_stop(self.config.get("pre_stop", []))
@@ -574,6 +791,12 @@ class Agent:
                 self.log("exiting before the provider confirmed the termination; a "
                          "restart resumes it")
             self._save(why="exit")
+        if final_beat is not None and self.heartbeat is not None:
+            from instance_agent.heartbeat import FINAL_TRIES
+
+            final_beat.join(FINAL_TRIES * (self.heartbeat.timeout + FINAL_TRIES))
+            if not self.heartbeat.final_sent:
+                self.log("the final heartbeat did not reach the watchdog")
         return 0
 
     def _terminator_wait(self, seconds: float) -> bool:

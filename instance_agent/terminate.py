@@ -159,6 +159,11 @@ class Terminator:
         self._ids: list[str] = []
         """The live ids the last list showed for the launch id: terminated directly."""
 
+    @property
+    def instance_ids(self) -> list[str]:
+        """The live instance ids the latest list showed for this launch (may be empty)."""
+        return list(self._ids)
+
     def _log(self, line: str) -> None:
         if len(self._key) >= 4:
             line = line.replace(self._key, "[redacted]")

@@ -37,6 +37,9 @@ CORE_MODULES: tuple[str, ...] = (
     "soong_core.interfaces", "soong_core.policy", "soong_core.hookspecs",
 )
 """The pure core the agent runs on (DESIGN, "The agent travels light"); imports add more."""
+AGENT_PLUGINS: tuple[str, ...] = ("soong_plugins.policies", "soong_plugins.activity")
+"""The built-in plugins the agent always loads (its policies and activity sources): in
+every bundle, whole, whatever plugins the building CLI has enabled."""
 FIRST_PARTY = ("soong_core", "soong_plugins", AGENT_PACKAGE)
 ALLOWED_THIRD_PARTY = frozenset({"pluggy"})
 MANIFEST = "soong-agent-bundle.json"
@@ -186,6 +189,8 @@ def collect(extra: Sequence[str] = ()) -> dict[str, Path]:
                 queue.append(parent)
 
     add(AGENT_PACKAGE, whole=True, agent_side=True)
+    for name in AGENT_PLUGINS:
+        add(name, whole=True, agent_side=True)
     for name in CORE_MODULES:
         add(name, whole=False, agent_side=False)
     for name in extra:

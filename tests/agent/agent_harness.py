@@ -52,6 +52,7 @@ def pluggy_only(folder: Path) -> Path:
     if not target.exists():
         shutil.copytree(Path(pluggy.__file__).parent, target / "pluggy")
     return target
+ENDED = ("terminating", "terminated")
 WAIT_LIMIT_S = 60.0
 """Wall seconds a real-process test waits for something before failing (a bound, not a
 timed assertion: every wait ends as soon as its condition holds)."""
@@ -89,8 +90,11 @@ class AgentProcess:
     """One agent run as ``python -I -m instance_agent --config FILE`` in a sandbox root."""
 
     def __init__(self, root: Path, config: dict[str, Any],
-                 override: dict[str, Any] | None = None, python: str | None = None) -> None:
+                 override: dict[str, Any] | None = None, python: str | None = None,
+                 zipapp: Path | None = None) -> None:
         self.python = python or sys.executable
+        self.zipapp = zipapp
+        """Run this built agent (``python -I agent.pyz``) instead of the checkout's."""
         self.root = root
         self.config_path = root / "etc" / "soong" / "agent.json"
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,9 +120,10 @@ class AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["SOONG_ROOT"] = str(self.root)
         with open(self.stderr_path, "ab") as stderr:
+            program = [str(self.zipapp)] if self.zipapp is not None else [
+                "-c", LAUNCHER % self._path()]
             self.process = subprocess.Popen(
-                [self.python, "-I", "-c", LAUNCHER % self._path(), "--config",
-                 str(self.config_path)],
+                [self.python, "-I", *program, "--config", str(self.config_path)],
                 cwd=str(self.root), env=env, stdin=subprocess.DEVNULL,
                 stdout=stderr, stderr=stderr)
         wait_for(lambda: self.alive_and_listening(), "the agent's API to answer")
@@ -180,3 +185,46 @@ class AgentProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# -- an instance on a simulator and its agent's config ---------------------------------
+
+
+def launch(cloud: Any) -> tuple[str, str]:
+    import uuid
+
+    launch_id = f"agent-test-{uuid.uuid4().hex[:12]}"
+    instance_id = cloud.launch(tags=[{"key": "soong:launch-id", "value": launch_id}])
+    return instance_id, launch_id
+
+
+def agent_config(cloud: Any, launch_id: str, *, lease_in: float, hard_in: float,
+                 token: str, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config ``soong start`` would write, and the override the simulator would."""
+    now = cloud.clock.now()
+    config = {
+        "_comment": "written by the agent tests (tests/agent/agent_harness.py)",
+        "schema_version": 1,
+        "instance": {"launch_id": launch_id, "launched_at": now - 1,
+                     "lease_deadline": now + lease_in, "hard_deadline": now + hard_in,
+                     "idle_timeout_seconds": None, "warn_before_seconds": 30},
+        "api": {"bind": "127.0.0.1", "port": free_port(), "token": token},
+        "provider": {"api_url": cloud.api_url, "api_key": key or cloud.api_key,
+                     "launch_id": launch_id, "request_timeout_seconds": 5,
+                     "backoff_max_seconds": 1, "auth_retry_seconds": 1},
+        "paths": {"wall": None, "systemctl": None},
+    }
+    override = {"_comment": "what the simulator owns", "clock": cloud.clock.to_config()}
+    return config, override
+
+
+def status_of(cloud: Any, instance_id: str) -> str:
+    reply = cloud.api("GET", f"/instances/{instance_id}")
+    if reply.status == 404:
+        return "gone"
+    return str(reply.data["status"])
+
+
+def wait_ended(cloud: Any, instance_id: str) -> str:
+    return str(wait_for(lambda: status_of(cloud, instance_id) in ENDED + ("gone",)
+                        and status_of(cloud, instance_id), f"{instance_id} to end"))

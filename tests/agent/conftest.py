@@ -22,9 +22,10 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     counter = iter(range(1000))
 
     def make(config: dict[str, Any], override: dict[str, Any] | None = None,
-             root: Path | None = None, python: str | None = None) -> AgentProcess:
+             root: Path | None = None, python: str | None = None,
+             zipapp: Path | None = None) -> AgentProcess:
         where = root or tmp_path / f"instance{next(counter)}"
-        agent = AgentProcess(where, config, override, python)
+        agent = AgentProcess(where, config, override, python, zipapp)
         started.append(agent)
         return agent.start()
 

@@ -162,7 +162,7 @@ def test_activity_and_shutdown(api: Api, the_agent: Any, clock: ManualClock) -> 
     clock.advance(60)
     status, body, _ = api.request("POST", "/activity", {"source": "jupyter"})
     assert status == 200 and body["last_activity_at"] == START + 60
-    assert the_agent.state.last_activity_source == "jupyter"
+    assert the_agent.state.last_activity_source == "api (jupyter)"
     assert api.request("POST", "/activity")[0] == 200  # no body at all is fine
     assert api.request("POST", "/activity", {"source": 5})[0] == 400
     status, body, _ = api.request("POST", "/shutdown", {"reason": "done"})

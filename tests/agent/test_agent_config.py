@@ -124,3 +124,67 @@ def test_unreadable_files_are_one_line(tmp_path: Path, content: bytes | None,
     with pytest.raises(ConfigError) as refused:
         load(str(path), environ={})
     assert len(refused.value.problems) == 1 and expected in refused.value.problems[0]
+
+
+def test_activity_sources_fill_their_defaults_and_go_under_soong_root(tmp_path: Path) -> None:
+    config = validate(document(), environ={"SOONG_ROOT": str(tmp_path)})
+    sources = config["activity"]["sources"]
+    assert list(sources) == ["api", "sessions", "gpu", "prometheus"]
+    assert all(section["enabled"] is True for section in sources.values())
+    assert sources["sessions"]["utmp"] == f"{tmp_path}/run/utmp"
+    assert sources["gpu"]["nvidia_smi"] == f"{tmp_path}/usr/bin/nvidia-smi"
+    assert sources["gpu"]["utilization_percent"] == 10
+    assert config["activity"]["sample_seconds"] == 30
+    third = validate(document(activity={"sources": {"jupyter": {"url": "http://x", "n": 1}}}),
+                     environ={})
+    assert third["activity"]["sources"]["jupyter"] == {"url": "http://x", "n": 1,
+                                                       "enabled": True}
+
+
+def test_prometheus_endpoints_as_urls_or_objects() -> None:
+    data = document(activity={"sources": {"prometheus": {"endpoints": [
+        "http://127.0.0.1:8000/metrics",
+        {"url": "http://127.0.0.1:30000/metrics",
+         "metrics": ['sglang:num_running_reqs{model_name="m"}']}]}}})
+    endpoints = validate(data, environ={})["activity"]["sources"]["prometheus"]["endpoints"]
+    assert endpoints == [
+        {"url": "http://127.0.0.1:8000/metrics", "metrics": None},
+        {"url": "http://127.0.0.1:30000/metrics",
+         "metrics": ['sglang:num_running_reqs{model_name="m"}']}]
+
+
+@pytest.mark.parametrize(("sources", "expected"), [
+    ({"gpu": {"enabled": "yes"}}, 'activity.sources.gpu.enabled: must be true or false, got "yes"'),
+    ({"gpu": {"utilization_percent": 120}},
+     "activity.sources.gpu.utilization_percent: must be at most 100, got 120"),
+    ({"gpu": {"nvidia_smi": "nvidia-smi"}},
+     'activity.sources.gpu.nvidia_smi: must be an absolute path, got "nvidia-smi"'),
+    ({"sessions": {"wtmp": "/var/log/wtmp"}}, "activity.sources.sessions.wtmp: unknown key"),
+    ({"prometheus": {"endpoints": ["ftp://x"]}},
+     'activity.sources.prometheus.endpoints[0].url: must be an http(s) URL, got "ftp://x"'),
+    ({"prometheus": {"endpoints": [{"url": "http://x", "metrics": []}]}},
+     "activity.sources.prometheus.endpoints[0].metrics: must be null or a non-empty list of "
+     "series selectors, got []"),
+    ({"prometheus": {"failures_unhealthy": 0}},
+     "activity.sources.prometheus.failures_unhealthy: must be at least 1, got 0"),
+    ({"jupyter": []}, "activity.sources.jupyter: must be an object, got []"),
+])
+def test_wrong_activity_settings(sources: dict[str, Any], expected: str) -> None:
+    assert problems(document(activity={"sources": sources})) == [expected]
+
+
+def test_a_wrong_series_selector_is_one_line() -> None:
+    data = document(activity={"sources": {"prometheus": {"endpoints": [
+        {"url": "http://x", "metrics": ['vllm:num_requests_running{model_name="m"']}]}}})
+    found = problems(data)
+    assert len(found) == 1 and found[0].startswith(
+        "activity.sources.prometheus.endpoints[0].metrics: ")
+    assert "\n" not in found[0]
+
+
+def test_the_watchdog_section() -> None:
+    assert problems(document(watchdog={"url": "ws://x", "token": "t" * 20})) == [
+        'watchdog.url: must be an http(s) URL, got "ws://x"']
+    config = validate(document(watchdog={"url": "http://127.0.0.1:7000", "token": "t" * 20}),
+                      environ={})
+    assert config["watchdog"]["heartbeat_seconds"] == 60

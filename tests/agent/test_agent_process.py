@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,13 +20,13 @@ import pytest
 
 from soong_core.clock import AcceleratedClock
 
-from agent_harness import AgentProcess, free_port, interpreters, require_component, wait_for
+from agent_harness import (ENDED, AgentProcess, agent_config, interpreters, launch,
+                           require_component, status_of, wait_ended, wait_for)
 
 pytestmark = pytest.mark.slow
 
 FACTOR = 20.0
 """Simulated seconds per wall second: a 100 s simulated lease lasts 5 wall seconds."""
-ENDED = ("terminating", "terminated")
 
 
 @pytest.fixture(autouse=True)
@@ -40,32 +39,6 @@ def _components() -> None:
 @pytest.fixture
 def cloud(sim_factory: Callable[..., Any]) -> Any:
     return sim_factory(clock=AcceleratedClock(FACTOR), boot_seconds=0, terminate_seconds=5)
-
-
-def launch(cloud: Any) -> tuple[str, str]:
-    launch_id = f"agent-test-{uuid.uuid4().hex[:12]}"
-    instance_id = cloud.launch(tags=[{"key": "soong:launch-id", "value": launch_id}])
-    return instance_id, launch_id
-
-
-def agent_config(cloud: Any, launch_id: str, *, lease_in: float, hard_in: float,
-                 token: str, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The config ``soong start`` would write, and the override the simulator would."""
-    now = cloud.clock.now()
-    config = {
-        "_comment": "written by tests/agent/test_agent_process.py",
-        "schema_version": 1,
-        "instance": {"launch_id": launch_id, "launched_at": now - 1,
-                     "lease_deadline": now + lease_in, "hard_deadline": now + hard_in,
-                     "idle_timeout_seconds": None, "warn_before_seconds": 30},
-        "api": {"bind": "127.0.0.1", "port": free_port(), "token": token},
-        "provider": {"api_url": cloud.api_url, "api_key": key or cloud.api_key,
-                     "launch_id": launch_id, "request_timeout_seconds": 5,
-                     "backoff_max_seconds": 1, "auth_retry_seconds": 1},
-        "paths": {"wall": None, "systemctl": None},
-    }
-    override = {"_comment": "what the simulator owns", "clock": cloud.clock.to_config()}
-    return config, override
 
 
 def extended_once(cloud: Any, agent_process: Any, root: Path, *, lease_in: float,
@@ -81,18 +54,6 @@ def extended_once(cloud: Any, agent_process: Any, root: Path, *, lease_in: float
     code, body = agent.request("POST", "/extend", {"hours": hours, "expected_deadline": lease})
     assert code == 200, body
     return instance_id, config, override, agent, body
-
-
-def status_of(cloud: Any, instance_id: str) -> str:
-    reply = cloud.api("GET", f"/instances/{instance_id}")
-    if reply.status == 404:
-        return "gone"
-    return str(reply.data["status"])
-
-
-def wait_ended(cloud: Any, instance_id: str) -> str:
-    return str(wait_for(lambda: status_of(cloud, instance_id) in ENDED + ("gone",)
-                        and status_of(cloud, instance_id), f"{instance_id} to end"))
 
 
 @pytest.mark.parametrize("python", interpreters(), ids=lambda path: Path(path).parts[-3])
