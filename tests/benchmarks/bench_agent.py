@@ -8,8 +8,13 @@
 (b) Memory: VmRSS of one idle agent per Python found, after 60 s, beside the floor (the
     same Python, ``-I``, importing http.server, json, hmac, ssl, urllib.request and the
     bundled pluggy) and the ratio. Target: <= 30 MiB (stretch: floor + 3 MiB).
-(c) Idle CPU over that minute, % of one core (target <= 0.5 %).
-(d) Wakeups in that minute: voluntary context switches of every thread, from /proc.
+(c) Idle CPU over that time with every activity source on, at the default sample
+    interval (30 s): the api, a utmp file with no session, a stub ``nvidia-smi``
+    printing the real format (a shell script: a real one costs more, see the note it
+    prints), a Prometheus endpoint served here with a vLLM exposition; the agent's own
+    CPU plus its finished children's (each nvidia-smi run), % of one core (target
+    <= 0.5 %), with the sources that ran, their looks and their time.
+(d) Wakeups in that time: voluntary context switches of every thread, from /proc.
 
 Exits 1 when a target is missed.
 """
@@ -33,20 +38,24 @@ sys.path.insert(0, str(ROOT))
 AGENTS = 20
 STAGGER = 1.1
 FIRST_DEADLINE_IN = 5.0
-IDLE_SECONDS = 60.0
+IDLE_SECONDS = 90.0
+"""Three looks of each activity source at the default 30 s."""
 SETTLE_SECONDS = 10.0
 FLOOR_IMPORTS = "http.server, json, hmac, ssl, urllib.request, pluggy"
 
 
 def agent_config(root: Path, *, launch_id: str, api_url: str, api_key: str, now: float,
-                 lease_deadline: float) -> Path:
+                 lease_deadline: float, port: int = 0,
+                 activity: dict[str, object] | None = None) -> Path:
     from instance_agent.config import example_config
 
     config = example_config(now)
+    config["activity"] = activity or {"sources": {
+        "prometheus": {"endpoints": []}, "gpu": {"enabled": False}}}
     config["instance"].update(launch_id=launch_id, launched_at=now,
                               lease_deadline=lease_deadline, hard_deadline=now + 7200,
                               idle_timeout_seconds=36000, idle_grace_seconds=36000)
-    config["api"].update(port=0, token="bench-token-" + launch_id)
+    config["api"].update(port=port, token="bench-token-" + launch_id)
     config["provider"].update(api_url=api_url, api_key=api_key, launch_id=launch_id)
     config["pre_stop"] = []
     config["paths"].update(wall=None, systemctl=None)
@@ -140,7 +149,8 @@ def _proc(pid: int) -> tuple[int, float, int]:
             rss = int(line.split()[1])
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    # utime + stime, and cutime + cstime: the children it waited for (nvidia-smi runs)
+    cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
     switches = 0
     for status in glob.glob(f"/proc/{pid}/task/*/status"):
         for line in Path(status).read_text().splitlines():
@@ -149,20 +159,88 @@ def _proc(pid: int) -> tuple[int, float, int]:
     return rss, cpu, switches
 
 
+VLLM_IDLE = (
+    "# TYPE vllm:num_requests_running gauge\n"
+    'vllm:num_requests_running{model_name="bench/model"} 0.0\n'
+    "# TYPE vllm:num_requests_waiting gauge\n"
+    'vllm:num_requests_waiting{model_name="bench/model"} 0.0\n'
+    "# TYPE vllm:prompt_tokens_total counter\n"
+    'vllm:prompt_tokens_total{model_name="bench/model"} 1234.0\n'
+    "# TYPE vllm:generation_tokens_total counter\n"
+    'vllm:generation_tokens_total{model_name="bench/model"} 5678.0\n'
+).encode()
+
+
+def serve_metrics() -> tuple[str, object]:
+    """A still serving engine's /metrics on 127.0.0.1: (url, server)."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(VLLM_IDLE)))
+            self.end_headers()
+            self.wfile.write(VLLM_IDLE)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/metrics", server
+
+
+def every_source(root: Path, metrics_url: str) -> dict[str, object]:
+    """The agent's activity config with every built-in source on, in ``root``."""
+    sys.path.insert(0, str(ROOT / "tests" / "activity"))
+    from stubs import UtmpRecord, gpu_row, write_nvidia_smi_stub, write_utmp
+
+    write_nvidia_smi_stub(root / "usr" / "bin" / "nvidia-smi",
+                          [gpu_row(i, utilization=0) for i in range(8)])
+    write_utmp(root / "run" / "utmp", [UtmpRecord(type=2, line="~", user="reboot")])
+    return {"sources": {"prometheus": {"endpoints": [metrics_url]}}}
+
+
+def agent_status(port: int, token: str) -> dict[str, object]:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/status",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def sources_line(status: dict[str, object]) -> str:
+    sources = status["activity"]["sources"]  # type: ignore[index]
+    parts = [f"{name} {report['state']} x{report['looks']} "
+             f"({1000 * (report['took_seconds'] or 0):.1f} ms)"
+             for name, report in sources.items()]  # type: ignore[union-attr]
+    return ", ".join(parts)
+
+
 def idle(bundle: Path, work: Path) -> bool:
     from soong_core.testing import agent_pythons
+
+    sys.path.insert(0, str(ROOT / "tests" / "agent"))
+    from agent_harness import free_port
 
     pythons = agent_pythons()
     now = time.time()
     agents: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
     floors: dict[str, subprocess.Popen[bytes]] = {}
     floor_code = (f"import sys; sys.path.insert(0, {str(bundle)!r}); "
                   f"import {FLOOR_IMPORTS}; print('ready', flush=True); sys.stdin.read()")
+    metrics_url, metrics_server = serve_metrics()
+    statuses: dict[str, dict[str, object]] = {}
     try:
         for n, python in enumerate(pythons):
             root = work / f"idle-{n}"
+            ports[python] = free_port()
             config = agent_config(root, launch_id=f"idle-{n}", api_url="http://127.0.0.1:9/api/v1",
-                                  api_key="idle-key", now=now, lease_deadline=now + 3600)
+                                  api_key="idle-key", now=now, lease_deadline=now + 3600,
+                                  port=ports[python], activity=every_source(root, metrics_url))
             agents[python] = start_agent(python, bundle, root, config)
             floors[python] = subprocess.Popen([python, "-I", "-c", floor_code],
                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -171,6 +249,8 @@ def idle(bundle: Path, work: Path) -> bool:
         time.sleep(IDLE_SECONDS)
         after = {p: _proc(a.pid) for p, a in agents.items()}
         threads = {p: per_thread(a.pid) for p, a in agents.items()}
+        for n, python in enumerate(pythons):
+            statuses[python] = agent_status(ports[python], f"bench-token-idle-{n}")
         floor = {p: _proc(f.pid)[0] for p, f in floors.items()}
         alive = {p: a.poll() is None for p, a in agents.items()}
     finally:
@@ -178,9 +258,12 @@ def idle(bundle: Path, work: Path) -> bool:
             if process.stdin:
                 process.stdin.close()
         stop([*agents.values(), *floors.values()])
+        metrics_server.shutdown()  # type: ignore[attr-defined]
     ok = True
-    print(f"(b-d) one idle agent per Python, {IDLE_SECONDS:.0f} s (floor: -I importing "
-          f"{FLOOR_IMPORTS})")
+    print(f"(b-d) one idle agent per Python, every activity source on, {IDLE_SECONDS:.0f} s "
+          f"(floor: -I importing {FLOOR_IMPORTS})")
+    print("    note: the nvidia-smi here is a /bin/sh stub; the real one takes tens of ms "
+          "of CPU a call (not measured without a GPU)")
     for python in pythons:
         version = subprocess.run([python, "-c", "import platform; "
                                   "print(platform.python_version())"],
@@ -193,6 +276,8 @@ def idle(bundle: Path, work: Path) -> bool:
               f"{base / 1024:.1f} MiB, ratio {rss / base:.2f}, over floor "
               f"{(rss - base) / 1024:.1f} MiB; CPU {cpu_pct:.3f} % of a core; "
               f"{wakeups} wakeups/min{'' if alive[python] else '; EXITED'}")
+        print(f"      activity sources that ran (state, looks, last look): "
+              f"{sources_line(statuses[python])}")
         print(f"      switches since start, by thread: {threads[python]}")
         ok = ok and alive[python] and rss <= 30 * 1024 and cpu_pct <= 0.5
     return ok
