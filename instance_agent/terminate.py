@@ -115,7 +115,7 @@ def _sleep(seconds: float) -> bool:
     return False
 
 
-def _opener() -> Any:
+def _opener(url: str) -> Any:
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -124,7 +124,9 @@ def _opener() -> Any:
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
 
-    return urllib.request.build_opener(NoRedirect())
+    from soong_core.urlopen import opener
+
+    return opener(url, NoRedirect())
 
 
 class Terminator:
@@ -376,7 +378,7 @@ class Terminator:
             request.add_header("Content-Type", "application/json")
         request.add_unredirected_header("Authorization", f"Bearer {self._key}")
         if self._opener is None:
-            self._opener = _opener()
+            self._opener = _opener(self._api_url)
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 status = int(response.status)
