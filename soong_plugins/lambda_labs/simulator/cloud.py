@@ -617,6 +617,53 @@ class Cloud:
                                          "use unhealthy, healthy or preempted")
             return views.instance(record, now)
 
+    def sim_instance(self, instance_id: str) -> dict[str, Any]:
+        """What only the simulator knows of an instance (``GET /_sim/instances/{id}``)."""
+        with self.locked():
+            now = self.now()
+            return views.sim_extras(self._find(instance_id, now), now)
+
+    def sim_instances(self) -> list[dict[str, Any]]:
+        """:meth:`sim_instance` of every instance the API lists."""
+        with self.locked():
+            now = self.now()
+            return [views.sim_extras(record, now) for record in self._visible(now)]
+
+    def set_network(self, instance_id: str, body: Any) -> dict[str, Any]:
+        """Point an instance at a real address and SSH port (a test's sshd): ``{"ip"?,
+        "ssh_port"?}``; the API then shows that ``ip``, and soong connects there."""
+        body = validation.require_object(body)
+        unknown = sorted(set(body) - {"ip", "ssh_port"})
+        if unknown:
+            raise invalid_parameters(f"unknown field(s) {', '.join(unknown)}: a network "
+                                     "takes ip and ssh_port")
+        if not body:
+            raise invalid_parameters("give ip, ssh_port or both")
+        ip = validation.string(body, "ip")
+        if ip is not None:
+            import ipaddress
+
+            try:
+                ip = str(ipaddress.IPv4Address(ip))
+            except ValueError:
+                raise invalid_parameters(f"ip must be an IPv4 address, got {ip!r}") from None
+        port = body.get("ssh_port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                                 or not 1 <= port <= 65535):
+            raise invalid_parameters(f"ssh_port must be an integer from 1 to 65535, "
+                                     f"got {port!r}")
+        with self.changing():
+            now = self.now()
+            record = self._find(instance_id, now)
+            if record.status(now).ended:
+                raise invalid_parameters(f"instance {instance_id} is "
+                                         f"{record.status(now).value}")
+            if ip is not None:
+                record.ip = ip
+            if port is not None:
+                record.ssh_port = port
+            return views.sim_extras(record, now)
+
     def seed(self, body: Any) -> dict[str, Any]:
         """Create instances directly, with no rate limit, capacity or quota: fleets for
         benchmarks. ``{i}`` in ``name`` and tag values is replaced by the instance's

@@ -67,6 +67,9 @@ class InstanceRecord:
     jupyter_token: str | None = None
     """The JupyterLab token the API shows once the instance is active (``None`` in a
     state written before the simulator had one: then no Jupyter fields are shown)."""
+    ssh_port: int = 22
+    """The port its sshd listens on, as ``POST /_sim/instances/{id}/network`` set it (a
+    test's sshd on 127.0.0.1); 22, as on a real instance, otherwise."""
 
     def status(self, now: float) -> InstanceState:
         """The API status at simulated time ``now``."""
