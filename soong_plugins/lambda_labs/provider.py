@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -214,7 +215,8 @@ class LambdaProvider(Provider):
     def list_instances(self) -> list[Instance]:
         """Everything the API lists, ended instances included (they stay listed a while,
         and ``preempted`` there is how soong learns the provider ended one)."""
-        return convert.instances(self.client.instances(), self._prices())
+        found = convert.instances(self.client.instances(), self._prices())
+        return self._with_network(found, "/instances") if found else found
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """``GET /instances/{id}``; ``None`` when the API does not know it (404), except
@@ -222,13 +224,55 @@ class LambdaProvider(Provider):
         after answering the launch, and "vanished while booting" would be a false alarm."""
         data = self.client.instance(instance_id)
         if isinstance(data, dict) and data.get("id"):
-            return convert.instance(data, self._prices())
+            instance = convert.instance(data, self._prices())
+            return self._with_network([instance], f"/instances/{instance.id}")[0]
         launched = self._recent.get(instance_id)
         if launched is not None and time.monotonic() - launched[0] < LAUNCH_GRACE_SECONDS:
             log.debug("instance %s is not listed yet, %.0fs after its launch", instance_id,
                       time.monotonic() - launched[0])
             return launched[1]
         return None
+
+    @property
+    def talks_to_simulator(self) -> bool:
+        """Only ``soong sim up``'s profile names an account (``lambda.account_id``)."""
+        return self.identity is not None
+
+    def _with_network(self, instances: list[Instance], sim_path: str) -> list[Instance]:
+        """``instances`` with ``extra["ssh_port"]`` (22, as on every real instance) and,
+        from a simulator's ``GET /_sim{sim_path}``, the port its sshd really listens on
+        and its ``agent_url`` when it has one (DESIGN Interfaces: simulator-only facts).
+        A simulator that cannot say leaves port 22, with a warning in the log."""
+        facts: dict[str, Mapping[str, Any]] = {}
+        if self.talks_to_simulator:
+            facts = self._simulator_facts(sim_path)
+        result = []
+        for instance in instances:
+            known = facts.get(instance.id, {})
+            port = known.get("ssh_port")
+            extra = {**instance.extra, "ssh_port": port if _is_port(port) else 22}
+            agent_url = known.get("agent_url")
+            if isinstance(agent_url, str) and agent_url:
+                extra["agent_url"] = agent_url
+            result.append(replace(instance, extra=extra))
+        return result
+
+    def _simulator_facts(self, sim_path: str) -> dict[str, Mapping[str, Any]]:
+        try:
+            reply = self.client.transport.simulator_control(sim_path)
+        except errors.LambdaError as exc:
+            log.warning("the simulator's instance facts (GET /_sim%s) are not readable: %s; "
+                        "assuming SSH port 22", sim_path, exc)
+            return {}
+        body = reply.body if reply.status == 200 else None
+        data = body.get("data") if isinstance(body, dict) else None
+        entries: list[Any] = data if isinstance(data, list) else [data] \
+            if isinstance(data, dict) else []
+        facts: dict[str, Mapping[str, Any]] = {str(e["id"]): e for e in entries if isinstance(e, dict) and e.get("id")}
+        if reply.status != 200:
+            log.warning("the simulator answered GET /_sim%s with HTTP %d; assuming SSH port "
+                        "22", sim_path, reply.status)
+        return facts
 
     def launch(self, request: LaunchRequest) -> Instance:
         """Launch in the first of ``request.regions`` that has capacity (see the module)."""
@@ -419,3 +463,7 @@ def _api_timeout(config: Mapping[str, Any]) -> float:
             or value == float("inf"):
         return API_TIMEOUT
     return float(value)
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535

@@ -284,6 +284,10 @@ class Reply:
         return self.body.get("data") if isinstance(self.body, dict) else None
 
 
+API_PREFIX = "/api/v1"
+"""Where Lambda Cloud's API (and the simulator's) lives below its host."""
+
+
 class Transport:
     """Sends requests to one endpoint with one key; answers are :class:`Reply`,
     failures to get any answer are :class:`~.errors.ConnectionFailedError`.
@@ -391,6 +395,26 @@ class Transport:
                           "deadline", method, url, status, delay)
             self.budget.answered()
             return self._reply(response, method, url, started, retries)
+
+    def simulator_control(self, path: str) -> Reply:
+        """``GET /_sim{path}`` on the simulator this transport talks to: beside the API's
+        own ``/api/v1``, never rate limited there, so neither paced nor retried here; one
+        attempt within the deadline (:class:`~.errors.LambdaError` when unanswered)."""
+        if self._auth is None:
+            raise errors.MissingApiKeyError()
+        root = self.api_url[:-len(API_PREFIX)] if self.api_url.endswith(API_PREFIX) \
+            else self.api_url
+        url = f"{root}/_sim{path}"
+        timeout = self.budget.cap(self.timeout)
+        started = time.monotonic()
+        try:
+            response = self.state.session_for(self.api_url).request(
+                "GET", url, auth=self._auth, timeout=timeout, allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            self.budget.charge(time.monotonic() - started)
+            raise self._no_answer(exc, url, timeout) from exc
+        self.budget.charge(time.monotonic() - started)
+        return self._reply(response, "GET", url, started, 0)
 
     # -- the pieces of a request ---------------------------------------------------------------
 
