@@ -1,12 +1,16 @@
 """Built-in plugin ``fabric_tunnel``: the ``ssh`` config section (which key and user
-reach an instance). It is the place for SSH port forwards and shells via Fabric, which
-are not built yet: it registers no tunnel backend."""
+reach an instance), host keys by instance id, and ``soong ssh``. Managed port
+forwards are not built yet: it registers no tunnel backend."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from soong_core.cli import lazy_command
 from soong_core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from cleo.commands.command import Command
 
 
 @hookimpl
@@ -24,5 +28,20 @@ def soong_config_schema() -> dict[str, dict[str, Any]]:
                 "type": "string", "default": "ubuntu",
                 "meta": {"help": "Login user on instances."},
             },
+            "connect_timeout_seconds": {
+                "type": "number", "min": 1, "max": 300, "default": 10,
+                "meta": {"help": "How long one SSH connection attempt may take."},
+            },
+            "keepalive_seconds": {
+                "type": "number", "min": 1, "max": 3600, "default": 30,
+                "meta": {"help": "Seconds between SSH keepalives (three missed: the "
+                                  "connection is dropped)."},
+            },
         },
     }
+
+
+@hookimpl
+def soong_register_commands(register: Callable[[str, Callable[[], Command]], None]) -> None:
+    """``soong ssh``: a shell or a command on an instance."""
+    register("ssh", lazy_command("soong_plugins.fabric_tunnel.ssh_command:SshCommand"))

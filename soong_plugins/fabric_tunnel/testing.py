@@ -158,7 +158,7 @@ class SshServer:
 
 
 class HttpService:
-    """A service on the instance: ``GET /`` answers ``soong test service``."""
+    """A service on the instance: ``GET /`` answers :attr:`BODY`."""
 
     BODY = b"soong test service\n"
 

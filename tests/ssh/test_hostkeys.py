@@ -129,3 +129,18 @@ def test_with_several_host_keys_paramiko_asks_for_the_recorded_type(sshd: SshSer
         raise AssertionError(f"negotiated another key: {bad}") from None
     finally:
         client.close()
+
+
+def test_listing_commands_imports_no_ssh_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from soong_core.cli.application import SoongApplication; "
+            "from soong_core.plugins import make_plugins; "
+            "app = SoongApplication(make_plugins(entry_points=False)); app.all(); "
+            "import soong_plugins.fabric_tunnel.ssh_command; "
+            "print(sorted(m for m in ('paramiko', 'fabric', 'invoke') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
