@@ -732,7 +732,9 @@ class Agent:
                     self._looking = True
                     threading.Thread(target=self._final_look, daemon=True,
                                      name="soong-last-look").start()
-                    self.cond.wait_for(lambda: not self._looking)
+                    limit = float(self.config["activity"]["final_look_seconds"])
+                    self.cond.wait_for(lambda: not self._looking, timeout=limit + 5)
+                    self._looking = False  # bounded even if the look never reported
                     continue
                 if outcome != "wait":
                     break
