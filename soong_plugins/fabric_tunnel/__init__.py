@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from soong_core.cli import lazy_command
 from soong_core.hookspecs import hookimpl
+from soong_core.models import HOUR
 
 if TYPE_CHECKING:
     from cleo.commands.command import Command
@@ -33,7 +34,7 @@ def soong_config_schema() -> dict[str, dict[str, Any]]:
                 "meta": {"help": "How long one SSH connection attempt may take."},
             },
             "keepalive_seconds": {
-                "type": "number", "min": 1, "max": 3600, "default": 30,
+                "type": "number", "min": 1, "max": HOUR, "default": 30,
                 "meta": {"help": "Seconds between SSH keepalives (three missed: the "
                                   "connection is dropped)."},
             },

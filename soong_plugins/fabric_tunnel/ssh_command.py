@@ -162,11 +162,12 @@ class SshCommand(SoongCommand):
 
 def _seconds(value: Any) -> float:
     from soong_core.errors import UsageError
+    from soong_core.models import HOUR
 
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = -1.0
-    if not 0 <= seconds <= 86400:
-        raise UsageError(f"--wait takes seconds from 0 to 86400, got {value!r}")
+    if not 0 <= seconds <= 24 * HOUR:
+        raise UsageError(f"--wait takes seconds from 0 to {24 * HOUR}, got {value!r}")
     return seconds
