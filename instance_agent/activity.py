@@ -1,11 +1,12 @@
-"""The agent's activity sources at work: each looked at from a thread of its own.
+"""The agent's activity sources at work, looked at from sampling threads.
 
 A :class:`SourceRunner` wraps one :class:`~soong_core.interfaces.ActivitySource`: it
-calls ``sample`` every interval (wall seconds) from its own thread, so a slow
-``nvidia-smi`` or a hanging endpoint delays only its own source and never the
-enforcement loop; it keeps what the latest look said for ``/status`` and the heartbeat,
-and hands what counts as activity to the agent. A source that raises is ``unhealthy``
-with the error as its detail: a source that cannot look is never activity.
+keeps what the latest look said for ``/status`` and the heartbeat, and hands what counts
+as activity to the agent. :func:`look_in_turn` looks every interval (wall seconds) from
+a thread that is never the enforcement loop's; :func:`threads_for` puts the bounded
+sources (the built-in ones) in one such thread and any other in a thread of its own, so
+a look that hangs delays nobody else. A source that raises is ``unhealthy`` with the
+error as its detail: a source that cannot look is never activity.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ USABLE = frozenset({ActivityState.ACTIVE, ActivityState.IDLE})
 
 
 class SourceRunner:
-    """One source, its latest look, and the thread that looks every ``interval()`` s.
+    """One source and its latest look (:func:`look_in_turn` looks every interval).
 
     :param record: ``record(name, sample, looked_at)``, called after every look (the
         agent counts an ``active`` one as activity at ``looked_at``).
@@ -103,10 +104,6 @@ class SourceRunner:
                 return False
             self._flip_logged = moment
         return True
-
-    def loop(self, interval: Callable[[], float], stop: threading.Event) -> None:
-        """Look, then wait ``interval()`` wall seconds, until ``stop`` is set."""
-        look_in_turn([self], interval, stop)
 
     def report(self) -> dict[str, Any]:
         """What ``/status`` shows of this source."""

@@ -73,7 +73,9 @@ class Heartbeat:
             status = self._post(self.url, self._token, body, self.timeout)
             error = None if 200 <= status < 300 else f"the watchdog answered HTTP {status}"
         except Exception as exc:
-            error = _network_note(exc)
+            from instance_agent.terminate import network_note
+
+            error = network_note(exc)
         with self._lock:
             self.sent += 1
             if error is None:
@@ -114,8 +116,3 @@ class Heartbeat:
                     "last_ok_at": self.last_ok_at, "last_error": self.last_error,
                     "final_sent": self.final_sent}
 
-
-def _network_note(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    text = " ".join(str(reason if reason is not None else exc).split())
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__

@@ -395,7 +395,7 @@ class Terminator:
             return _Answer(exc.code, note=_error_note(exc.code, raw, content_type),
                            retry_after=retry)
         except Exception as exc:  # resets, refusals, timeouts, TLS, broken HTTP
-            return _Answer(None, note=f"no answer: {_network_note(exc)}")
+            return _Answer(None, note=f"no answer: {network_note(exc)}")
         if not 200 <= status < 300:  # a redirect, not followed
             return _Answer(status, note=f"{status} (unexpected)")
         try:
@@ -446,7 +446,8 @@ def _describe(instances: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"{i.get('id')} {i.get('status')}" for i in instances)
 
 
-def _network_note(exc: BaseException) -> str:
+def network_note(exc: BaseException) -> str:
+    """A request's failure in one line: the socket's error a URLError wraps, by name."""
     reason = getattr(exc, "reason", None)  # URLError wraps the socket's error
     cause = reason if isinstance(reason, BaseException) else exc
     text = _one_line(cause)

@@ -32,7 +32,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
@@ -73,6 +73,121 @@ def agent_pythons() -> list[str]:
             seen.add(prefix)
             usable.append(candidate)
     return usable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (bound, then released): for a
+    server a test starts there, or as an address where nothing answers."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def install_offline(package: Path, work: Path) -> Path:
+    """pip-install ``package`` (a folder with a ``pyproject.toml``, copied first so the
+    build leaves nothing in it) offline and without dependencies into ``work/site``;
+    that folder, for ``PYTHONPATH``. A failed install fails the test with pip's error."""
+    import shutil
+    import subprocess
+    import sys
+
+    source, target = work / "src", work / "site"
+    shutil.copytree(package, source)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+         str(source)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a :class:`LocalServer` received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a :class:`LocalServer` sends back."""
+
+    body: bytes | str = b""
+    status: int = 200
+    content_type: str = "text/plain"
+    headers: dict[str, str] | None = None
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 (a free port), serving from a thread of its own:
+    each request, any method, is answered with ``answer(request)`` (an :class:`Answer`,
+    or a body for a 200). What it received is in :attr:`requests`. For a stand-in of a
+    service (a serving engine's metrics, a watchdog, a Jupyter server); ``tls`` (a
+    server-side :class:`ssl.SSLContext`) makes it HTTPS. :meth:`close` (or ``with``)
+    stops it."""
+
+    def __init__(self, answer: Callable[[Request], Answer | bytes | str], *,
+                 tls: Any = None) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[Request] = []
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(self.command, self.path, dict(self.headers.items()),
+                                  self.rfile.read(length) if length else b"")
+                served.requests.append(request)
+                reply = answer(request)
+                if not isinstance(reply, Answer):
+                    reply = Answer(reply)
+                data = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (reply.headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+        self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def serving(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(10)
+        self.server.server_close()
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

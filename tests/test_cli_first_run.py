@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 
 from soong_core.config import profile_path, write_config_file
-from soong_core.testing import SoongEnv, run_soong
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from soong_core.testing import SoongEnv, free_port, run_soong
 
 
 @pytest.mark.parametrize("args, code, lines", [

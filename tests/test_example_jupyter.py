@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from soong_core.models import ActivitySample, ActivityState
-from soong_core.testing import SoongEnv
+from soong_core.testing import (Answer, LocalServer, Request, SoongEnv, free_port,
+                                install_offline)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soong-jupyter-activity"
 TOKEN = "s3cr3t-jupyter-token-4a1f"
@@ -54,45 +52,28 @@ class FakeJupyter:
         """Sent as is instead of the kernels, when set."""
         self.location: str | None = None
         self.token: str | None = TOKEN
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
+        self.server = LocalServer(self.answer)
+        self.url = self.server.url
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+    def answer(self, request: Request) -> Answer:
+        status, body = self.status, self.body
+        if request.path != "/api/kernels":
+            status, body = 404, b'{"message": "Not Found"}'
+        elif self.token is not None and \
+                request.headers.get("Authorization") != f"token {self.token}":
+            status, body = 403, b'{"message": "Forbidden"}'
+        if body is None:
+            body = json.dumps(self.kernels).encode()
+        moved = {"Location": self.location} if self.location and status in (301, 302, 307) \
+            else None
+        return Answer(body, status=status, content_type="application/json", headers=moved)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-                fake.requests.append((self.path, dict(self.headers.items())))
-                status, body = fake.status, fake.body
-                if self.path != "/api/kernels":
-                    status, body = 404, b'{"message": "Not Found"}'
-                elif fake.token is not None and \
-                        self.headers.get("Authorization") != f"token {fake.token}":
-                    status, body = 403, b'{"message": "Forbidden"}'
-                if body is None:
-                    body = json.dumps(fake.kernels).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                if fake.location and status in (301, 302, 307):
-                    self.send_header("Location", fake.location)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
+    @property
+    def requests(self) -> list[tuple[str, dict[str, str]]]:
+        return [(r.path, r.headers) for r in self.server.requests]
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        self.server.close()
 
 
 @pytest.fixture
@@ -113,9 +94,7 @@ def token_file(tmp_path: Path) -> Path:
 
 def closed_port() -> int:
     """A port on 127.0.0.1 nobody listens on (opened by this test, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def source(url: str, token_file: Path | None = None, **settings: Any) -> Any:
@@ -370,14 +349,7 @@ def test_the_plugin_registers_the_source_and_names_itself_for_the_bundle() -> No
 
 
 def test_soong_plugins_lists_the_installed_example(tmp_path: Path, soong_env: SoongEnv) -> None:
-    source_copy = tmp_path / "src"
-    shutil.copytree(EXAMPLE, source_copy)
-    target = tmp_path / "site"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
-         str(source_copy)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    target = install_offline(EXAMPLE, tmp_path)
     environ = {**os.environ, **soong_env.environ(), "PYTHONPATH": str(target)}
     done = subprocess.run([sys.executable, "-m", "soong_core", "plugins", "--json"],
                           capture_output=True, text=True, env=environ, timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from soong_core.models import Action, InstanceView
-from soong_core.testing import SoongEnv
+from soong_core.testing import SoongEnv, install_offline
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soong-curfew"
 
@@ -21,16 +20,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soong-curfew"
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-install the example (offline, from a copy) into a private target directory."""
-    work = tmp_path_factory.mktemp("curfew")
-    source = work / "src"
-    shutil.copytree(EXAMPLE, source)
-    target = work / "site"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--disable-pip-version-check", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return target
+    return install_offline(EXAMPLE, tmp_path_factory.mktemp("curfew"))
 
 
 def test_soong_plugins_lists_the_installed_example(installed_example: Path, soong_env: SoongEnv) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,28 +10,13 @@ from typing import Iterator
 import pytest
 
 from soong_core import urlopen
+from soong_core.testing import LocalServer
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"ok"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    served = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=served.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{served.server_address[1]}/"
-    finally:
-        served.shutdown()
-        served.server_close()
+    with LocalServer(lambda request: b"ok") as served:
+        yield served.url + "/"
 
 
 def kinds(director: urllib.request.OpenerDirector) -> set[type]:
@@ -112,12 +95,10 @@ def test_a_hashed_ca_directory_verifies_a_server_it_signed(tmp_path: Path) -> No
     subject_hash = openssl("x509", "-hash", "-noout", "-in", "ca.pem").strip()
     shutil.copy(work / "ca.pem", trusted / f"{subject_hash}.0")
 
-    served = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(work / "server.pem", work / "server.key")
-    served.socket = tls.wrap_socket(served.socket, server_side=True)
-    threading.Thread(target=served.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{served.server_address[1]}/"
+    served = LocalServer(lambda request: b"hello", tls=tls)
+    url = served.url + "/"
     try:
         good = urllib.request.HTTPSHandler(
             context=ssl.create_default_context(capath=str(trusted)))
@@ -127,16 +108,4 @@ def test_a_hashed_ca_directory_verifies_a_server_it_signed(tmp_path: Path) -> No
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             urlopen.opener("http://x/", bad).open(url, timeout=10)
     finally:
-        served.shutdown()
-        served.server_close()
-
-
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "5")
-        self.end_headers()
-        self.wfile.write(b"hello")
-
-    def log_message(self, *args: object) -> None:
-        pass
+        served.close()

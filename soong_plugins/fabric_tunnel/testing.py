@@ -6,8 +6,8 @@ test and kept across restarts (unless a test asks for a new one), an absolute
 ``AuthorizedKeysFile`` holding a client key made for the test, ``UsePAM no``,
 ``StrictModes no``, ``PermitRootLogin prohibit-password``, its ``PidFile`` in the
 test's folder. Tests log in as root (``ssh.user: root``) with :attr:`SshServer.client_key`.
-:class:`HttpService` is a small HTTP server on 127.0.0.1 standing in for a service on the
-instance (what a tunnel forwards to).
+The fixture ``instance_service`` is a small HTTP server on 127.0.0.1 standing in for a
+service on the instance (what a tunnel forwards to).
 
 The fixtures ``sshd`` and ``instance_service`` start them; without ``sshd`` installed
 they skip with the reason, and fail under ``CI=true`` (CI installs openssh-server).
@@ -15,26 +15,20 @@ they skip with the reason, and fail under ``CI=true`` (CI installs openssh-serve
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from soong_core.testing import LocalServer, free_port
+
 SSHD = "/usr/sbin/sshd"
 START_LIMIT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def keygen(path: Path, comment: str) -> Path:
@@ -157,33 +151,8 @@ class SshServer:
         return self.start()
 
 
-class HttpService:
-    """A service on the instance: ``GET /`` answers :attr:`BODY`."""
-
-    BODY = b"soong test service\n"
-
-    def __init__(self) -> None:
-        body = self.BODY
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+SERVICE_BODY = b"soong test service\n"
+"""What the service behind the test sshd answers to every request."""
 
 
 def require_sshd() -> None:
@@ -208,10 +177,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 
 
 @pytest.fixture
-def instance_service() -> Iterator[HttpService]:
-    """A started :class:`HttpService`; stopped at teardown."""
-    service = HttpService()
-    try:
+def instance_service() -> Iterator[LocalServer]:
+    """A service on the instance (a :class:`~soong_core.testing.LocalServer` answering
+    :data:`SERVICE_BODY`); stopped at teardown."""
+    with LocalServer(lambda request: SERVICE_BODY) as service:
         yield service
-    finally:
-        service.stop()

@@ -5,17 +5,16 @@ expositions the tests change between looks."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import math
 import socket
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from soong_core.models import ActivityState
+from soong_core.testing import Answer, LocalServer, Request, free_port
 from soong_plugins.activity import SOURCES
 from soong_plugins.activity import prometheus as module
 from soong_plugins.activity.prometheus import (DEFAULT_METRICS, PrometheusSource, display_url,
@@ -37,40 +36,22 @@ class Engine:
         self.body = body
         self.status = 200
         self.redirect: str | None = None
-        self.requests: list[dict[str, str]] = []
-        engine = self
+        self.server = LocalServer(self.answer)
+        self.port = self.server.port
+        self.url = f"{self.server.url}/metrics"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                engine.requests.append({"path": self.path, **dict(self.headers.items())})
-                if engine.redirect and self.path == "/metrics":
-                    self.send_response(307)
-                    self.send_header("Location", engine.redirect)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = engine.body.encode()
-                self.send_response(engine.status)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def answer(self, request: Request) -> Answer:
+        if self.redirect and request.path == "/metrics":
+            return Answer(status=307, headers={"Location": self.redirect})
+        return Answer(self.body, status=self.status,
+                      content_type="text/plain; version=0.0.4; charset=utf-8")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
+    @property
+    def requests(self) -> list[dict[str, str]]:
+        return [{"path": r.path, **r.headers} for r in self.server.requests]
 
     def stop(self) -> None:
-        if self.thread.is_alive():
-            self.server.shutdown()
-            self.thread.join(10)
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -83,9 +64,7 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 def source(*endpoints: Any, **settings: Any) -> PrometheusSource:

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from soong_core.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = ("import runpy, sys; sys.path[:0] = %r; "
@@ -66,12 +67,6 @@ def require_component(module: str) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason} (CI=true: a missing component fails)")
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], what: str, limit: float = WAIT_LIMIT_S) -> Any:

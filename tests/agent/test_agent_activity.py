@@ -224,18 +224,25 @@ def test_an_idle_stop_looks_at_every_source_once_more_first(tmp_path: Path) -> N
     assert sum("every activity source looks once more" in line for line in log) == 2
 
 
+class Hangs(ActivitySource):
+    """A look that does not end until ``release`` is set (30 s at most), then says
+    ``state``."""
+
+    def __init__(self, release: threading.Event, state: ActivityState) -> None:
+        self.release, self.state = release, state
+
+    def sample(self, now: float) -> ActivitySample:
+        self.release.wait(30)
+        return ActivitySample(self.state)
+
+
 def test_the_last_look_is_not_held_up_by_a_hanging_source(tmp_path: Path) -> None:
     release = threading.Event()
-
-    class Hangs(ActivitySource):
-        def sample(self, now: float) -> ActivitySample:
-            release.wait(30)
-            return ActivitySample(ActivityState.ACTIVE)
-
     clock = StepClock(START + IDLE)
     cfg = idle_config(tmp_path, activity={"final_look_seconds": 0.3})
     log = Lines()
-    a = agent(tmp_path, clock, cfg=cfg, sources=[("hangs", Hangs())], log=log)
+    a = agent(tmp_path, clock, cfg=cfg, sources=[("hangs", Hangs(release, ActivityState.ACTIVE))],
+              log=log)
     a._start_threads = lambda: None
     thread, codes = run_in_thread(a)
     thread.join(20)
@@ -337,18 +344,14 @@ def test_a_plugin_source_that_hangs_holds_up_no_other_source(tmp_path: Path) -> 
 
     release = threading.Event()
 
-    class Hangs(ActivitySource):
-        def sample(self, now: float) -> ActivitySample:
-            release.wait(30)
-            return ActivitySample(ActivityState.IDLE)
-
     class Quick(Scripted):
         bounded = True
 
     quick, other = Quick(ActivityState.IDLE), Quick(ActivityState.IDLE)
     cfg = idle_config(tmp_path, activity={"sample_seconds": 0.2})
     a = agent(tmp_path, StepClock(START), cfg=cfg,
-              sources=[("hangs", Hangs()), ("quick", quick), ("other", other)])
+              sources=[("hangs", Hangs(release, ActivityState.IDLE)), ("quick", quick),
+                       ("other", other)])
     groups = [[r.name for r in group] for group in threads_for(list(a.runners.values()))]
     assert groups == [["quick", "other"], ["hangs"]]
     try:

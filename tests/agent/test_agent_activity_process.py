@@ -9,7 +9,6 @@ GPU. Idle timeouts are a few wall seconds; every wait is bounded (agent_harness)
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
 import sys
@@ -23,6 +22,7 @@ from agent_harness import (ENDED, AgentProcess, agent_config, launch, require_co
                            status_of, wait_for)
 
 from soong_core.clock import AcceleratedClock
+from soong_core.testing import Answer, LocalServer, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "activity"))
 from stubs import (  # noqa: E402
@@ -163,42 +163,28 @@ class Engine:
     def __init__(self) -> None:
         self.tokens = 0
         self.grow = True
-        engine = self
+        self.server = LocalServer(self.metrics)
+        self.url = f"{self.server.url}/metrics"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if engine.grow:
-                    engine.tokens += 17
-                body = ("# TYPE vllm:generation_tokens_total counter\n"
-                        f'vllm:generation_tokens_total{{model_name="test/model-8b"}} '
-                        f"{engine.tokens}\n"
-                        "# TYPE vllm:num_requests_running gauge\n"
-                        'vllm:num_requests_running{model_name="test/model-8b"} 0\n').encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def metrics(self, request: Request) -> Answer:
+        if self.grow:
+            self.tokens += 17
+        return Answer("# TYPE vllm:generation_tokens_total counter\n"
+                      f'vllm:generation_tokens_total{{model_name="test/model-8b"}} '
+                      f"{self.tokens}\n"
+                      "# TYPE vllm:num_requests_running gauge\n"
+                      'vllm:num_requests_running{model_name="test/model-8b"} 0\n',
+                      content_type="text/plain; version=0.0.4")
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
     served = Engine()
     yield served
-    if served.thread.is_alive():
-        served.stop()
+    served.stop()
 
 
 def test_a_growing_counter_keeps_it_alive_a_still_one_idles_out(
@@ -236,29 +222,17 @@ class Watchdog:
 
     def __init__(self, token: str) -> None:
         self.token = token
-        self.beats: list[tuple[str, dict[str, Any]]] = []
-        received = self.beats
+        self.server = LocalServer(lambda request: Answer(
+            status=204 if request.path == "/heartbeat" else 404))
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length))
-                received.append((self.headers.get("Authorization", ""), body))
-                ok = self.path == "/heartbeat"
-                self.send_response(204 if ok else 404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def beats(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(r.headers.get("Authorization", ""), json.loads(r.body))
+                for r in self.server.requests]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 HEARTBEAT_KEYS = {"schema_version", "instance_id", "launch_id", "sent_at", "lease_deadline",
@@ -301,35 +275,21 @@ class Kernels:
 
     def __init__(self, token: str) -> None:
         self.busy = True
-        kernels = self
+        self.token = token
+        self.server = LocalServer(self.kernels)
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.headers.get("Authorization") != f"token {token}":
-                    self.send_response(403)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps([{
-                    "id": "k1", "name": "python3", "connections": 1,
-                    "last_activity": "2020-01-01T00:00:00.000000Z",
-                    "execution_state": "busy" if kernels.busy else "idle"}]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def kernels(self, request: Request) -> Answer:
+        if request.headers.get("Authorization") != f"token {self.token}":
+            return Answer(status=403)
+        return Answer(json.dumps([{
+            "id": "k1", "name": "python3", "connections": 1,
+            "last_activity": "2020-01-01T00:00:00.000000Z",
+            "execution_state": "busy" if self.busy else "idle"}]),
+            content_type="application/json")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 def test_a_third_party_source_travels_in_the_zipapp_and_runs_there(

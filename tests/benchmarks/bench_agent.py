@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -171,24 +172,13 @@ VLLM_IDLE = (
 ).encode()
 
 
-def serve_metrics() -> tuple[str, object]:
+def serve_metrics() -> tuple[str, Any]:
     """A still serving engine's /metrics on 127.0.0.1: (url, server)."""
-    import http.server
+    from soong_core.testing import Answer, LocalServer
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(VLLM_IDLE)))
-            self.end_headers()
-            self.wfile.write(VLLM_IDLE)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/metrics", server
+    server = LocalServer(lambda request: Answer(VLLM_IDLE,
+                                                content_type="text/plain; version=0.0.4"))
+    return f"{server.url}/metrics", server
 
 
 def every_source(root: Path, metrics_url: str) -> dict[str, object]:
@@ -222,8 +212,7 @@ def sources_line(status: dict[str, object]) -> str:
 def idle(bundle: Path, work: Path) -> bool:
     from soong_core.testing import agent_pythons
 
-    sys.path.insert(0, str(ROOT / "tests" / "agent"))
-    from agent_harness import free_port
+    from soong_core.testing import free_port
 
     pythons = agent_pythons()
     now = time.time()
@@ -258,7 +247,7 @@ def idle(bundle: Path, work: Path) -> bool:
             if process.stdin:
                 process.stdin.close()
         stop([*agents.values(), *floors.values()])
-        metrics_server.shutdown()  # type: ignore[attr-defined]
+        metrics_server.close()
     ok = True
     print(f"(b-d) one idle agent per Python, every activity source on, {IDLE_SECONDS:.0f} s "
           f"(floor: -I importing {FLOOR_IMPORTS})")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from soong_core.urlopen import opener
-from soong_plugins.fabric_tunnel.testing import HttpService, SshServer, free_port, keygen
+from soong_core.testing import LocalServer, free_port
+from soong_plugins.fabric_tunnel.testing import SERVICE_BODY, SshServer, keygen
 
 
 def ssh(server: SshServer, key: Path, *args: str,
@@ -58,7 +59,7 @@ def test_a_restart_keeps_the_host_key_unless_it_is_renewed(sshd: SshServer,
 
 
 def test_the_service_behind_it_answers_through_a_forward(sshd: SshServer,
-                                                         instance_service: HttpService,
+                                                         instance_service: LocalServer,
                                                          tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     trust(sshd, known)
@@ -76,7 +77,7 @@ def test_the_service_behind_it_answers_through_a_forward(sshd: SshServer,
             try:
                 url = f"http://127.0.0.1:{local}/"
                 with opener(url).open(url, timeout=5) as answer:
-                    assert answer.read() == HttpService.BODY
+                    assert answer.read() == SERVICE_BODY
                 break
             except OSError:
                 assert forward.poll() is None, forward.stderr.read() if forward.stderr else ""
