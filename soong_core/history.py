@@ -52,11 +52,6 @@ from soong_core.models import Event, EventKind, Timestamp
 if TYPE_CHECKING:
     from soong_core.clock import Clock
 
-try:  # POSIX only; soong's CLI supports Linux and macOS.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = [
     "BUSY_TIMEOUT_S",
     "ACCOUNT_PREFIX",
@@ -966,23 +961,15 @@ def _upgrade_to_3(db: sqlite3.Connection) -> None:
     db.execute(_OPEN_ROWS.format(where="1"))
 
 
-@contextlib.contextmanager
-def _recovery_lock(path: Path) -> Iterator[None]:
+def _recovery_lock(path: Path) -> contextlib.AbstractContextManager[None]:
     """Serialise recoveries between processes.
 
     Without it, a process that found the old file unusable could move aside the fresh
     database another process has just created in its place.
     """
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    from soong_core.files import locked
+
+    return locked(path.with_name(path.name + ".lock"))
 
 
 def _recover(path: Path, problem: str, clock: Clock | None) -> sqlite3.Connection:
