@@ -129,12 +129,21 @@ class Soong:
 
         # Per account when the provider names one (a simulator keeps its history when it
         # comes back on another port); rows recorded per endpoint before are adopted.
-        name, identity = self.provider.name or "provider", self.provider.identity
-        by_endpoint = namespace_for(name, self.provider.endpoint)
-        if not identity:
+        by_endpoint = namespace_for(self.provider.name or "provider", self.provider.endpoint)
+        if self.account == by_endpoint:
             return History.open(namespace=by_endpoint)
-        return History.open(namespace=namespace_for(name, identity=identity),
-                            adopt=[by_endpoint])
+        return History.open(namespace=self.account, adopt=[by_endpoint])
+
+    @cached_property
+    def account(self) -> str:
+        """Which provider account this core works on, as a stable key: the history
+        namespace (the provider's identity when it has one, else its endpoint)."""
+        from soong_core.history import namespace_for
+
+        name, identity = self.provider.name or "provider", self.provider.identity
+        if not identity:
+            return namespace_for(name, self.provider.endpoint)
+        return namespace_for(name, identity=identity)
 
     def close(self) -> None:
         if "history" in self.__dict__:
@@ -179,7 +188,16 @@ class Soong:
             if not tolerant:
                 raise
             log.warning("history not brought up to date: %s", exc.message)
+        self.seen(listed, complete=True)
         return listed
+
+    def seen(self, instances: Sequence[Instance], *, complete: bool = False) -> None:
+        """Tell the plugins what was just seen of the provider's instances
+        (``soong_instances_seen``); ``complete``: ``instances`` is the whole list, so
+        what is absent has ended. The core calls it wherever it lists or waits; a
+        program that gets instances some other way may call it too."""
+        self.plugins.instances_seen(instances, complete=complete, account=self.account,
+                                    config=self.config)
 
     def reconcile(self, instances: Sequence[Instance] | None = None) -> list[Event]:
         """Record in history what the provider's list shows happened unseen: launches
@@ -445,6 +463,7 @@ class Soong:
                 if on_state is not None:
                     on_state(instance)
             if instance.state is InstanceState.ACTIVE and instance.ip:
+                self.seen([instance])
                 return instance
             if instance.state in (InstanceState.UNHEALTHY, InstanceState.TERMINATED,
                                   InstanceState.TERMINATING, InstanceState.PREEMPTED):
@@ -695,6 +714,7 @@ class Soong:
                        "outside soong", *exc.hints]) from None
         for event in events:
             self.plugins.emit(event, self.config)
+        self.seen(ended)
         return ended
 
     def termination(self, instance_id: str) -> Event | None:

@@ -14,7 +14,7 @@ No hook here is ``firstresult``: every plugin's answer is used. Each docstring s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import pluggy
 
@@ -73,9 +73,10 @@ def soong_register_tunnel_backends(
 ) -> None:
     """Register tunnel backends: ways to reach an instance (port forwards, a shell).
 
-    None is built yet, built-in or otherwise: this hook is the contract for the
-    commands that are to reach an instance (ssh, tunnel), which do not exist yet.
-    Called today only to list what plugins register (``soong plugins``).
+    None is built yet, built-in or otherwise: this hook is the contract for managed
+    port forwards (``soong tunnel``), which do not exist yet (``soong ssh`` is a
+    command of the ``fabric_tunnel`` plugin). Called today only to list what plugins
+    register (``soong plugins``).
 
     :param register: ``register(name, factory)``; ``factory(config)`` returns a
         :class:`~soong_core.interfaces.TunnelBackend`.
@@ -161,6 +162,30 @@ def soong_status_details(instance: Instance, config: Config) -> Mapping[str, Any
     :return: a JSON-serialisable mapping or None. Results are kept per plugin name in
         ``InstanceStatus.details``. A plugin that raises is reported in one warning
         line and the status is shown without its part.
+    """
+
+
+@hookspec
+def soong_instances_seen(instances: Sequence[Instance], complete: bool, account: str,
+                         config: Config) -> None:
+    """Hear what the core has just seen of the provider's instances.
+
+    Called after the core lists the account's instances (every command that does:
+    ``status``, ``stop``, ``ssh``, ``extend``... and ``Soong.instances()``) with
+    ``complete=True``; after ``start`` sees its instance become active, and after
+    ``stop`` terminates some, with just those and ``complete=False``. What keeps a file
+    per instance up to date uses it: the ``fabric`` plugin's ssh Host entries.
+
+    :param instances: the :class:`~soong_core.models.Instance` objects, as the provider
+        reports them now (an ended state means the instance ended).
+    :param complete: True when ``instances`` is everything the account has: what is
+        absent has ended. False: only these were looked at; nothing may be concluded
+        about the others.
+    :param account: a stable key of the provider account the instances belong to
+        (the history namespace). A complete list judges only what was recorded under
+        the same account: a user with two profiles keeps the other's entries.
+    :param config: the validated configuration.
+    :return: None (broadcast). A plugin that raises is reported in one warning line.
     """
 
 

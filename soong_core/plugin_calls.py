@@ -11,7 +11,7 @@ and imported on their first call.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from soong_core.errors import PluginError, SoongError, UsageError
 from soong_core.plugins import REGISTRATION_KINDS, _call, _one_line, log
@@ -100,6 +100,14 @@ def status_details(plugins: Plugins, instance: Instance, config: Mapping[str, An
 def emit(plugins: Plugins, event: Event, config: Mapping[str, Any]) -> None:
     """See :meth:`Plugins.emit`."""
     for _ in each_tolerant(plugins, "soong_lifecycle_event", event=event, config=config):
+        pass
+
+
+def instances_seen(plugins: Plugins, instances: Sequence[Instance], *, complete: bool,
+                   account: str, config: Mapping[str, Any]) -> None:
+    """See :meth:`Plugins.instances_seen`."""
+    for _ in each_tolerant(plugins, "soong_instances_seen", instances=list(instances),
+                           complete=complete, account=account, config=config):
         pass
 
 

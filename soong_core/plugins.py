@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import pluggy
 
@@ -368,6 +368,14 @@ class Plugins:
         from soong_core.plugin_calls import status_details
 
         return status_details(self, instance, config)
+
+    def instances_seen(self, instances: Sequence[Instance], *, complete: bool, account: str,
+                       config: Mapping[str, Any]) -> None:
+        """Tell every plugin what the core just saw (``soong_instances_seen``); a failing
+        plugin is a warning, the rest still hear it."""
+        from soong_core.plugin_calls import instances_seen
+
+        instances_seen(self, instances, complete=complete, account=account, config=config)
 
     def emit(self, event: Event, config: Mapping[str, Any]) -> None:
         """Broadcast a lifecycle event; a failing receiver never stops the others."""

@@ -154,6 +154,42 @@ def test_plugins_contribute_to_the_launch_and_receive_events(
     assert received == [EventKind.LAUNCH, EventKind.TERMINATE]
 
 
+def test_plugins_hear_what_the_core_sees_of_the_instances(
+        soong: Soong, register_plugin: Any, clock: ManualClock, caplog: Any) -> None:
+    from soong_core import hookimpl
+
+    heard: list[tuple[list[tuple[str, str]], bool, str]] = []
+
+    class Watcher:
+        @hookimpl
+        def soong_instances_seen(self, instances: Any, complete: bool, account: str) -> None:
+            heard.append(([(i.id, i.state.value) for i in instances], complete, account))
+
+    class Broken:
+        @hookimpl
+        def soong_instances_seen(self) -> None:
+            raise RuntimeError("disk full")
+
+    register_plugin(Watcher(), "watcher")
+    register_plugin(Broken(), "broken")
+    first = soong.launch()
+    second = soong.launch()
+    heard.clear()
+    clock.advance(HOUR)  # both booted
+    ready = soong.wait_until_ready(first.id)  # a look at one instance: not complete
+    assert heard == [([(first.id, "active")], False, soong.account)]
+    assert soong.account == "fake"  # the fake provider names no account or endpoint
+    heard.clear()
+    soong.status()  # the whole list
+    assert heard == [([(first.id, "active"), (second.id, "active")], True, "fake")]
+    heard.clear()
+    soong.stop([ready.id])  # the list it checks against, then what it terminated
+    assert heard[0][1] is True and heard[1:] == [([(first.id, "terminated")], False, "fake")]
+    # a plugin that fails is one warning each time; the others still heard it
+    assert "plugin 'broken' failed in soong_instances_seen: RuntimeError: disk full" \
+        in caplog.text
+
+
 def test_unmanaged_instances_are_shown_but_never_judged(soong: Soong,
                                                         fake_provider: FakeProvider) -> None:
     from soong_core.models import LaunchRequest
