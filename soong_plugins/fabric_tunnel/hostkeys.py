@@ -98,12 +98,14 @@ class HostKeys:
         lines.append(f"{alias} {key.key_type} {key.key_base64}")
         write_private(self.path, "\n".join(lines) + "\n")
 
-    def forget(self, alias: str) -> int:
-        """Remove every key recorded for ``alias``; how many lines went."""
+    def forget(self, *aliases: str) -> int:
+        """Remove every key recorded for each of ``aliases``; how many lines went (the
+        file is rewritten once, and only when one did)."""
         lines = self._lines()
+        drop = set(aliases)
         kept = [line for line in lines
                 if line.startswith("#") or not line.split()
-                or alias not in line.split()[0].split(",")]
+                or not drop.intersection(line.split()[0].split(","))]
         removed = len(lines) - len(kept)
         if removed:
             write_private(self.path, "\n".join(kept) + ("\n" if kept else ""))

@@ -37,7 +37,13 @@ class SshCommand(SoongCommand):
             "Host keys are soong's own, by instance id: the first connection records the "
             "key the instance presents (its fingerprint is printed once), every later one "
             "must present it. A changed key is refused; after checking it, "
-            "<comment>--forget-host INSTANCE</comment> clears the old one.")
+            "<comment>--forget-host INSTANCE</comment> clears the old one.\n\n"
+            "Every active instance also has a Host entry, <comment>Host soong-NAME</comment>, "
+            "in soong's own ssh config file, which soong includes from ~/.ssh/config: "
+            "<comment>ssh soong-NAME</comment> (or an editor's remote mode) connects with "
+            "the same settings. <comment>--print-config</comment> shows the entries; "
+            "<comment>--remove-include</comment> takes the Include out of ~/.ssh/config "
+            "and keeps it out, <comment>--add-include</comment> puts it back.")
     needs_credential = True
     arguments: ClassVar[list[Argument]] = [
         argument("words", description="The instance, then -- and a command to run.",
@@ -45,6 +51,12 @@ class SshCommand(SoongCommand):
     ]
     options: ClassVar[list[Option]] = [
         option("forget-host", description="Forget the instance's recorded host key, then exit."),
+        option("print-config", description="Print the Host entry of the instance (of every "
+                                           "active one when none is named), then exit."),
+        option("remove-include", description="Take soong's Include out of ~/.ssh/config "
+                                             "(and keep it out), then exit."),
+        option("add-include", description="Put soong's Include back at the top of "
+                                          "~/.ssh/config, then exit."),
         option("wait", description="Seconds to wait for a booting instance and its sshd.",
                flag=False, default=str(DEFAULT_WAIT_S)),
     ]
@@ -60,9 +72,21 @@ class SshCommand(SoongCommand):
                              hints=["soong ssh INSTANCE -- COMMAND ARGS..."])
         ref = instance_words[0] if instance_words else None
         wait = _seconds(self.option("wait"))
+        actions = [name for name in ("forget-host", "print-config", "remove-include",
+                                     "add-include") if self.option(name)]
+        if len(actions) > 1:
+            raise UsageError(f"--{actions[0]} and --{actions[1]} cannot be given together")
+        if actions and command:
+            raise UsageError(f"--{actions[0]} runs no command: drop what follows --")
+        if self.option("remove-include") or self.option("add-include"):
+            if ref is not None:
+                raise UsageError(f"--{actions[0]} takes no instance")
+            return self._include(add=bool(self.option("add-include")))
         soong = self.soong
         if self.option("forget-host"):
             return self._forget(ref)
+        if self.option("print-config"):
+            return self._print_config(ref)
         instance = select_instance(soong.instances(), ref, ended=soong.ended_instances)
         instance = self._until_reachable(instance, wait)
         from soong_plugins.fabric_tunnel.settings import target_for
@@ -101,6 +125,64 @@ class SshCommand(SoongCommand):
         removed = keys.forget(alias)
         self.line(f"forgot {removed} host key(s) of {alias}" if removed
                   else f"no host key recorded for {alias}")
+        return 0
+
+    def _include(self, *, add: bool) -> int:
+        from soong_core.text import cleo_literal
+        from soong_plugins.fabric_tunnel import hostentries
+
+        user, ours = hostentries.user_config_path(), hostentries.config_path()
+        if add:
+            done = hostentries.add_include(user)
+            self.line(cleo_literal(f"added `Include {ours}` at the top of {user}" if done
+                                   else f"{user} already includes {ours}"))
+            return 0
+        done = hostentries.remove_include(user)
+        self.line(cleo_literal(f"removed the Include of {ours} from {user}" if done
+                               else f"{user} has no Include of {ours}"))
+        self.line(cleo_literal("soong will not add it again; `soong ssh --add-include` "
+                               "puts it back"))
+        return 0
+
+    def _print_config(self, ref: str | None) -> int:
+        """The Host entries (as soong's file has them after this listing synced it)."""
+        from io import StringIO
+
+        from cleo.io.outputs.output import Type
+
+        from soong_core.errors import SoongError
+        from soong_core.models import InstanceState
+        from soong_core.select import select_instance
+        from soong_plugins.fabric_tunnel import hostentries
+        from soong_plugins.fabric_tunnel.settings import target_for
+
+        soong = self.soong
+        listed = soong.instances()
+        chosen = ([select_instance(listed, ref, ended=soong.ended_instances)] if ref
+                  else [i for i in listed if i.state.billing])
+        entries = {e.instance_id: e for e in hostentries.read_entries()}
+        section = soong.config.get("ssh") or {}
+        out = StringIO()
+        for instance in chosen:
+            if not (instance.state is InstanceState.ACTIVE and instance.ip):
+                if ref is None:
+                    continue
+                raise SoongError(f"{instance.id} has no Host entry: it is "
+                                 f"{instance.state.value}" + ("" if instance.ip
+                                                               else " and has no address yet"),
+                                 hints=["wait until it is active: `soong status`"])
+            entry = entries.get(instance.id)
+            if entry is None:  # host_entries off: what the entry would be
+                taken = {e.host for e in entries.values()}
+                block = target_for(instance, section).host_block(
+                    hostentries.alias_for(instance, taken))
+            else:
+                block = entry.block
+            out.write(("\n" if out.tell() else "") + block)
+        if not out.tell():
+            raise SoongError("no instance is active: there is no Host entry to print",
+                             hints=["start one with `soong start`"])
+        self.io.write(out.getvalue(), type=Type.RAW)
         return 0
 
     def _until_reachable(self, instance: Instance, wait: float) -> Instance:

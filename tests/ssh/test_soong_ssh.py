@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +15,7 @@ import pytest
 from soong_core.clock import AcceleratedClock
 from soong_core.config import write_config_file
 from soong_core.testing import CliResult, SoongEnv, run_soong
+from soong_plugins.fabric_tunnel.hostentries import INCLUDE_COMMENT, config_path
 from soong_plugins.fabric_tunnel.hostkeys import HostKeys, known_hosts_path
 from soong_plugins.fabric_tunnel.testing import SshServer, keygen
 
@@ -52,6 +55,7 @@ def snapshot(folder: Path) -> dict[str, float]:
 def test_a_command_runs_and_its_exit_code_is_soong_s(instance: str, sshd: SshServer,
                                                      soong_env: SoongEnv) -> None:
     real_before = snapshot(real_ssh_dir())
+    home_before = snapshot(soong_env.home)
     done = ssh(soong_env, instance, "--", "echo", "hi")
     assert (done.exit_code, done.stdout) == (0, "hi\n"), done.stderr
     assert f"trusting the host key of {instance} on first use: {sshd.host_fingerprint}" \
@@ -62,7 +66,40 @@ def test_a_command_runs_and_its_exit_code_is_soong_s(instance: str, sshd: SshSer
     assert ssh(soong_env, "--", "sh", "-c", "exit 7").exit_code == 7  # the running one
     assert HostKeys(known_hosts_path()).lookup(instance)  # soong's own file
     assert snapshot(real_ssh_dir()) == real_before  # the real ~/.ssh untouched
-    assert not (soong_env.home / ".ssh").exists()
+    # the temporary HOME gained one thing: ~/.ssh/config with the Include of the entries
+    home = soong_env.home
+    assert set(snapshot(home)) - set(home_before) == {f"{home}/.ssh", f"{home}/.ssh/config"}
+    assert (home / ".ssh" / "config").read_text() == (
+        f"{INCLUDE_COMMENT}\nInclude {config_path()}\n")
+
+
+def test_the_host_entry_works_with_the_system_ssh(
+        sim_factory: Callable[..., Any], sshd: SshServer, soong_env: SoongEnv,
+        tmp_path: Path) -> None:
+    """``ssh soong-NAME`` as a user (or an editor) runs it: OpenSSH reads ~/.ssh/config
+    from passwd's home, so the temporary one is given with -F. The key sits where a
+    space and a ``%`` must survive the config file."""
+    odd = tmp_path / "my keys %d"
+    odd.mkdir()
+    key = odd / "id"
+    shutil.copy(sshd.client_key, key)
+    key.chmod(0o600)
+    cloud = sim_factory(clock=AcceleratedClock(50.0), boot_seconds=0)
+    instance_id = cloud.launch(name="Box 1")
+    cloud.control("POST", f"/instances/{instance_id}/network",
+                  {"ip": sshd.host, "ssh_port": sshd.port})
+    write_config_file(soong_env.config_file, {
+        "lambda": {"api_url": cloud.api_url, "api_key": cloud.api_key,
+                   "account_id": "sim-account"},
+        "ssh": {"user": "root", "key_path": str(key)}})
+    assert ssh(soong_env, "--", "true").exit_code == 0  # records the host key
+    printed = ssh(soong_env, "--print-config")
+    assert printed.stdout.startswith("Host soong-box-1\n"), printed.stderr
+    done = subprocess.run(
+        ["ssh", "-F", str(soong_env.home / ".ssh" / "config"), "-o", "BatchMode=yes",
+         "soong-box-1", "echo", "through the entry"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **soong_env.environ()})
+    assert (done.returncode, done.stdout) == (0, "through the entry\n"), done.stderr
 
 
 def test_a_changed_host_key_is_refused_with_both_fingerprints(
