@@ -74,7 +74,7 @@ def soong_register_tunnel_backends(
     """Register tunnel backends: ways to reach an instance (port forwards, a shell).
 
     None is built yet, built-in or otherwise: this hook is the contract for managed
-    port forwards (``soong tunnel``), which do not exist yet (``soong ssh`` is a
+    port forwards, which do not exist yet (``soong ssh`` is a
     command of the ``fabric_tunnel`` plugin). Called today only to list what plugins
     register (``soong plugins``).
 
