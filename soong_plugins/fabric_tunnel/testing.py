@@ -7,7 +7,9 @@ test and kept across restarts (unless a test asks for a new one), an absolute
 ``StrictModes no``, ``PermitRootLogin prohibit-password``, its ``PidFile`` in the
 test's folder. Tests log in as root (``ssh.user: root``) with :attr:`SshServer.client_key`.
 The fixture ``instance_service`` is a small HTTP server on 127.0.0.1 standing in for a
-service on the instance (what a tunnel forwards to).
+service on the instance, ``echo_service`` a TCP echo (:class:`EchoServer`) for bytes
+both ways through a tunnel; ``SshServer.stop(drop_sessions=True)`` ends its sessions as a
+dropped network would.
 
 The fixtures ``sshd`` and ``instance_service`` start them; without ``sshd`` installed
 they skip with the reason, and fail under ``CI=true`` (CI installs openssh-server).
@@ -132,14 +134,22 @@ class SshServer:
         except OSError:
             return False
 
-    def stop(self) -> None:
+    def stop(self, *, drop_sessions: bool = False) -> None:
+        """Stop listening. The sessions it forked live on, as sshd's do, unless
+        ``drop_sessions``: then they are killed too, as a dropped network ends them."""
         if self.process is not None and self.process.poll() is None:
+            sessions = _children(self.process.pid) if drop_sessions else []
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+            for pid in sessions:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
         self.process = None
 
     def restart(self, *, new_host_key: bool = False) -> SshServer:
@@ -149,6 +159,95 @@ class SshServer:
         if new_host_key:
             keygen(self.host_key, "soong-test-host-2")
         return self.start()
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (Linux ``/proc``)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class EchoServer:
+    """A TCP service on 127.0.0.1 that sends back what it receives (each connection in
+    a thread of its own): what a tunnel test pushes bytes through, both ways."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while True:
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        break
+                    conn.sendall(data)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def echo_through(port: int, payload: bytes, *, timeout: float = 30.0) -> bytes:
+    """Send ``payload`` to 127.0.0.1:``port`` (while reading), then what came back."""
+    import threading
+
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        def read() -> None:
+            while True:
+                try:
+                    data = conn.recv(1 << 16)
+                except OSError:
+                    return  # reset: what came so far
+                if not data:
+                    return
+                received.extend(data)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # ended by the other side: what came back says how far it got
+        reader.join(timeout)
+    return bytes(received)
 
 
 SERVICE_BODY = b"soong test service\n"
@@ -174,6 +273,16 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def echo_service() -> Iterator[EchoServer]:
+    """An :class:`EchoServer` standing in for a service on the instance."""
+    server = EchoServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -22,22 +22,6 @@ from soong_plugins.fabric_tunnel.testing import SshServer, keygen
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def instance(sim_factory: Callable[..., Any], sshd: SshServer, soong_env: SoongEnv) -> str:
-    """An active simulated instance reached at the test sshd, and a config for it."""
-    cloud = sim_factory(clock=AcceleratedClock(50.0), boot_seconds=0)
-    instance_id: str = cloud.launch(name="trainer")
-    cloud.control("POST", f"/instances/{instance_id}/network",
-                  {"ip": sshd.host, "ssh_port": sshd.port})
-    write_config_file(soong_env.config_file, {
-        "lambda": {"api_url": cloud.api_url, "api_key": cloud.api_key,
-                   "account_id": "sim-account"},
-        "ssh": {"user": "root", "key_path": str(sshd.client_key),
-                "connect_timeout_seconds": 5},
-    })
-    return instance_id
-
-
 def ssh(env: SoongEnv, *args: str) -> CliResult:
     return run_soong("ssh", *args, env=env, timeout=120)
 
