@@ -1,7 +1,7 @@
-"""Built-in plugin ``fabric_tunnel``: the ``ssh`` config section (which key and user
-reach an instance), host keys by instance id, ``soong ssh`` and a ``Host soong-<name>``
-entry per active instance for any SSH client. Managed port forwards are not built
-yet: it registers no tunnel backend."""
+"""Built-in plugin ``fabric_tunnel``: the ``ssh`` and ``tunnel`` config sections, host
+keys by instance id, ``soong ssh``, a ``Host soong-<name>`` entry per active instance
+for any SSH client, managed port forwards (``soong tunnel``) and the tunnel backend
+``fabric`` they run on."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from cleo.commands.command import Command
 
     from soong_core.hookspecs import Config
-    from soong_core.models import Instance
+    from soong_core.interfaces import TunnelBackend
+    from soong_core.models import Event, Instance
+
+COMMANDS = {
+    "ssh": "soong_plugins.fabric_tunnel.ssh_command:SshCommand",
+    "tunnel start": "soong_plugins.fabric_tunnel.tunnel_command:TunnelStartCommand",
+    "tunnel status": "soong_plugins.fabric_tunnel.tunnel_command:TunnelStatusCommand",
+    "tunnel stop": "soong_plugins.fabric_tunnel.tunnel_command:TunnelStopCommand",
+}
 
 
 @hookimpl
@@ -49,19 +57,60 @@ def soong_config_schema() -> dict[str, dict[str, Any]]:
                                   "included from ~/.ssh/config."},
             },
         },
+        "tunnel": {
+            "ports": {
+                "type": "list", "default": [],
+                "schema": {"type": "string", "regex": r"\d{1,5}(:\d{1,5})?"},
+                "meta": {"help": "Ports `soong tunnel start` forwards, as LOCAL:REMOTE "
+                                  "(\"8000:8000\"); the agent's port is always forwarded."},
+            },
+            "reconnect_max_seconds": {
+                "type": "number", "min": 1, "max": 600, "default": 30,
+                "meta": {"help": "Longest pause between attempts to re-establish a "
+                                  "dropped tunnel (the pause doubles from 0.5 s)."},
+            },
+        },
     }
 
 
 @hookimpl
 def soong_register_commands(register: Callable[[str, Callable[[], Command]], None]) -> None:
-    """``soong ssh``: a shell or a command on an instance."""
-    register("ssh", lazy_command("soong_plugins.fabric_tunnel.ssh_command:SshCommand"))
+    """``soong ssh`` (a shell or a command on an instance) and ``soong tunnel ...``."""
+    for name, target in COMMANDS.items():
+        register(name, lazy_command(target))
+
+
+@hookimpl
+def soong_register_tunnel_backends(
+        register: Callable[[str, Callable[[Config], TunnelBackend]], None]) -> None:
+    """``fabric``: port forwards in a process of their own, over paramiko."""
+    def factory(config: Config) -> TunnelBackend:
+        from soong_plugins.fabric_tunnel.tunnels import FabricTunnels
+
+        return FabricTunnels(config)
+
+    register("fabric", factory)
+
+
+@hookimpl
+def soong_lifecycle_event(event: Event, config: Config) -> None:
+    """A terminated instance's tunnel is stopped (its ports freed)."""
+    from soong_core.models import EventKind
+
+    if event.kind is EventKind.TERMINATE:
+        from soong_plugins.fabric_tunnel.tunnels import stop_for
+
+        stop_for([event.instance_id])
 
 
 @hookimpl
 def soong_instances_seen(instances: Sequence[Instance], complete: bool, account: str,
                          config: Config) -> None:
-    """Keep the Host entries (and host keys) in step with the instances."""
+    """Stop the tunnels of ended instances; keep the Host entries (and host keys) in
+    step with the instances."""
+    from soong_plugins.fabric_tunnel.tunnels import stop_ended
+
+    stop_ended(instances, complete=complete, account=account)
     section = config.get("ssh") or {}
     if not section.get("host_entries", True):
         return
