@@ -73,10 +73,9 @@ def soong_register_tunnel_backends(
 ) -> None:
     """Register tunnel backends: ways to reach an instance (port forwards, a shell).
 
-    None is built yet, built-in or otherwise: this hook is the contract for managed
-    port forwards, which do not exist yet (``soong ssh`` is a
-    command of the ``fabric_tunnel`` plugin). Called today only to list what plugins
-    register (``soong plugins``).
+    The built-in one is ``fabric`` (plugin ``fabric_tunnel``), which ``soong tunnel``
+    runs on. Called by ``soong plugins`` (to list them) and by programs that create a
+    backend by name (``plugins.tunnel_backends().create("fabric", config)``).
 
     :param register: ``register(name, factory)``; ``factory(config)`` returns a
         :class:`~soong_core.interfaces.TunnelBackend`.
