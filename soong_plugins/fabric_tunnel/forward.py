@@ -221,18 +221,12 @@ class TunnelProcess:
             conn.close()
             return
         tune(conn)
-        down = threading.Thread(target=_pump_down, args=(channel, conn), daemon=True,
-                                name=f"down-{forward.local}")
+        down = threading.Thread(
+            target=pump, args=(channel.recv, conn.sendall,
+                               lambda: conn.shutdown(socket.SHUT_WR), conn.close),
+            daemon=True, name=f"down-{forward.local}")
         down.start()
-        try:
-            while True:
-                data = conn.recv(CHUNK)
-                if not data:
-                    break
-                channel.sendall(data)
-            channel.shutdown_write()
-        except Exception:
-            channel.close()
+        pump(conn.recv, channel.sendall, channel.shutdown_write, channel.close)
         down.join()
         channel.close()
         conn.close()
@@ -296,18 +290,21 @@ class TunnelProcess:
                 pass
 
 
-def _pump_down(channel: Any, conn: socket.socket) -> None:
+def pump(receive: Callable[[int], bytes], send: Callable[[bytes], Any],
+         finish: Callable[[], Any], abandon: Callable[[], Any]) -> None:
+    """Move bytes one way until the source ends (then ``finish``: pass the end on) or
+    fails (then ``abandon``: close the other side, which ends the other direction)."""
     try:
         while True:
-            data = channel.recv(CHUNK)
+            data = receive(CHUNK)
             if not data:
                 break
-            conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
+            send(data)
+        finish()
     except Exception:
         try:
-            conn.close()
-        except OSError:
+            abandon()
+        except Exception:
             pass
 
 

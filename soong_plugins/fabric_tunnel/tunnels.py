@@ -376,21 +376,16 @@ def stop(state: TunnelState) -> bool:
     pid = state.pid
     stopped = False
     if state.alive and pid is not None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        end = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < end and is_tunnel_process(pid, state.instance_id):
-            time.sleep(0.05)
-        if is_tunnel_process(pid, state.instance_id):
+        for sent in (signal.SIGTERM, signal.SIGKILL):  # politely, then for sure
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sent)
             except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + STOP_WAIT_S
-            while time.monotonic() < deadline and is_tunnel_process(pid, state.instance_id):
+                break
+            end = time.monotonic() + STOP_WAIT_S
+            while time.monotonic() < end and is_tunnel_process(pid, state.instance_id):
                 time.sleep(0.05)
+            if not is_tunnel_process(pid, state.instance_id):
+                break
         stopped = True
     state.alive = False
     clean(state)
