@@ -95,7 +95,7 @@ def test_a_dropped_connection_is_re_established(tunnel: Any, sshd: SshServer,
     assert refused == b""
     sshd.start()  # ...and it comes back, with the same host key
     back = wait_for(lambda: [s for s in status(soong_env) if s["reconnects"] == 1
-                             and s["state"] == "up"], limit=15)
+                             and s["state"] == "up"], limit=10)
     assert back[0]["pid"] == state["pid"]  # the same process, its ports kept
     assert echo_through(local, b"after the drop") == b"after the drop"
 
