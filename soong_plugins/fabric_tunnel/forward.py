@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 CHUNK = 256 * 1024
 WINDOW = 16 * 1024 * 1024
@@ -114,49 +114,7 @@ class TunnelProcess:
     # -- the SSH connection -------------------------------------------------------------
 
     def connect(self) -> Any:
-        """One strict connection (the recorded host key only, compared before any
-        login); its authenticated transport."""
-        import paramiko
-
-        from soong_plugins.fabric_tunnel.hostkeys import HostKey, HostKeyChanged, HostKeys
-
-        spec = self.spec
-        keys = HostKeys(Path(spec["known_hosts"]))
-        alias = spec["instance_id"]
-        timeout = float(spec["connect_timeout"])
-        sock = socket.create_connection((spec["host"], spec["port"]), timeout=timeout)
-        tune(sock)
-        transport = paramiko.Transport(sock)
-        try:
-            transport.banner_timeout = timeout
-            options = transport.get_security_options()
-            options.ciphers = prefer(tuple(options.ciphers), PREFERRED_CIPHERS)
-            transport.start_client(timeout=timeout)
-            try:
-                known = keys.check(alias, HostKey.of(transport.get_remote_server_key()))
-            except HostKeyChanged as changed:
-                raise Fatal(changed.message) from None
-            if not known:
-                raise Fatal(f"no host key is recorded for {alias}: connect once with "
-                            f"`soong ssh {alias}` to trust it")
-            try:
-                key = paramiko.PKey.from_path(spec["key_path"])
-            except paramiko.PasswordRequiredException:
-                raise Fatal(f"the key {spec['key_path']} needs a passphrase, which a "
-                            "tunnel in the background cannot ask for") from None
-            except (OSError, paramiko.SSHException) as exc:
-                raise Fatal(f"cannot read the key {spec['key_path']}: {one_line(exc)}") \
-                    from None
-            try:
-                transport.auth_publickey(spec["user"], key)
-            except paramiko.AuthenticationException:
-                raise Fatal(f"{alias} refused the key {spec['key_path']} for user "
-                            f"{spec['user']}") from None
-        except BaseException:
-            transport.close()
-            raise
-        sock.settimeout(None)
-        return transport
+        return connect(self.spec)
 
     def watch(self, transport: Any) -> bool:
         """Watch ``transport`` for one keepalive interval: False as soon as it ends (a
@@ -201,35 +159,19 @@ class TunnelProcess:
                 conn, peer = listener.accept()
             except OSError:
                 return  # closed: stopping
-            threading.Thread(target=self.carry, args=(forward, conn, peer),
+            threading.Thread(target=self.serve, args=(forward, conn, peer),
                              name=f"carry-{forward.local}", daemon=True).start()
 
-    def carry(self, forward: Forward, conn: socket.socket, peer: Any) -> None:
+    def serve(self, forward: Forward, conn: socket.socket, peer: Any) -> None:
         with self._transport_lock:
             transport = self.transport
         if transport is None or not transport.is_active():
             conn.close()  # reconnecting: the client sees the connection end, and retries
             return
-        try:
-            channel = transport.open_channel(
-                "direct-tcpip", (forward.remote_host, forward.remote), peer,
-                window_size=WINDOW, max_packet_size=PACKET,
-                timeout=float(self.spec["connect_timeout"]))
-        except Exception as exc:
-            self.state.update(last_error=f"{forward.remote_host}:{forward.remote} on the "
-                                         f"instance: {one_line(exc)}")
-            conn.close()
-            return
-        tune(conn)
-        down = threading.Thread(
-            target=pump, args=(channel.recv, conn.sendall,
-                               lambda: conn.shutdown(socket.SHUT_WR), conn.close),
-            daemon=True, name=f"down-{forward.local}")
-        down.start()
-        pump(conn.recv, channel.sendall, channel.shutdown_write, channel.close)
-        down.join()
-        channel.close()
-        conn.close()
+        problem = carry(transport, conn, peer, forward.remote_host, forward.remote,
+                        float(self.spec["connect_timeout"]))
+        if problem is not None:
+            self.state.update(last_error=problem)
 
     # -- the supervisor -------------------------------------------------------------------
 
@@ -290,6 +232,31 @@ class TunnelProcess:
                 pass
 
 
+def carry(transport: Any, conn: socket.socket, peer: Any, remote_host: str,
+          remote_port: int, timeout: float) -> str | None:
+    """Carry one accepted connection over a new ``direct-tcpip`` channel to
+    ``remote_host:remote_port`` on the instance, both ways, until both ends are done;
+    what went wrong opening the channel (the connection is then closed), else None."""
+    try:
+        channel = transport.open_channel("direct-tcpip", (remote_host, remote_port), peer,
+                                         window_size=WINDOW, max_packet_size=PACKET,
+                                         timeout=timeout)
+    except Exception as exc:
+        conn.close()
+        return f"{remote_host}:{remote_port} on the instance: {one_line(exc)}"
+    tune(conn)
+    down = threading.Thread(
+        target=pump, args=(channel.recv, conn.sendall,
+                           lambda: conn.shutdown(socket.SHUT_WR), conn.close),
+        daemon=True, name=f"down-{remote_port}")
+    down.start()
+    pump(conn.recv, channel.sendall, channel.shutdown_write, channel.close)
+    down.join()
+    channel.close()
+    conn.close()
+    return None
+
+
 def pump(receive: Callable[[int], bytes], send: Callable[[bytes], Any],
          finish: Callable[[], Any], abandon: Callable[[], Any]) -> None:
     """Move bytes one way until the source ends (then ``finish``: pass the end on) or
@@ -319,6 +286,53 @@ def tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def connect(spec: Mapping[str, Any]) -> Any:
+    """One strict connection to what ``spec`` names (:meth:`SshTarget.spec`): the
+    recorded host key only, compared before any login; its authenticated transport.
+    :class:`Fatal` for what retrying cannot cure, OSError and paramiko's errors for the
+    rest."""
+    import paramiko
+
+    from soong_plugins.fabric_tunnel.hostkeys import HostKey, HostKeyChanged, HostKeys
+
+    keys = HostKeys(Path(spec["known_hosts"]))
+    alias = spec["instance_id"]
+    timeout = float(spec["connect_timeout"])
+    sock = socket.create_connection((spec["host"], spec["port"]), timeout=timeout)
+    tune(sock)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = timeout
+        options = transport.get_security_options()
+        options.ciphers = prefer(tuple(options.ciphers), PREFERRED_CIPHERS)
+        transport.start_client(timeout=timeout)
+        try:
+            known = keys.check(alias, HostKey.of(transport.get_remote_server_key()))
+        except HostKeyChanged as changed:
+            raise Fatal(changed.message) from None
+        if not known:
+            raise Fatal(f"no host key is recorded for {alias}: connect once with "
+                        f"`soong ssh {alias}` to trust it")
+        try:
+            key = paramiko.PKey.from_path(spec["key_path"])
+        except paramiko.PasswordRequiredException:
+            raise Fatal(f"the key {spec['key_path']} needs a passphrase, which a "
+                        "tunnel in the background cannot ask for") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise Fatal(f"cannot read the key {spec['key_path']}: {one_line(exc)}") \
+                from None
+        try:
+            transport.auth_publickey(spec["user"], key)
+        except paramiko.AuthenticationException:
+            raise Fatal(f"{alias} refused the key {spec['key_path']} for user "
+                        f"{spec['user']}") from None
+    except BaseException:
+        transport.close()
+        raise
+    sock.settimeout(None)
+    return transport
 
 
 def prefer(offered: tuple[str, ...], first: tuple[str, ...]) -> tuple[str, ...]:

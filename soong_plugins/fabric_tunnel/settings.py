@@ -75,6 +75,13 @@ class SshTarget:
         lines = [f"Host {name}"] + [f"    {keyword} {value}" for keyword, value in self.settings()]
         return "\n".join(lines) + "\n"
 
+    def spec(self) -> dict[str, Any]:
+        """What a connection from another process needs (JSON; paths, no secrets)."""
+        return {"instance_id": self.instance_id, "host": self.host, "port": self.port,
+                "user": self.user, "key_path": str(self.key_path),
+                "known_hosts": str(self.known_hosts),
+                "connect_timeout": self.connect_timeout, "keepalive": self.keepalive}
+
     def ssh_argv(self, command: Sequence[str] = (), *, tty: bool | None = None) -> list[str]:
         argv = ["ssh", *self.options()]
         if tty is True:

@@ -323,15 +323,10 @@ def _spawn(target: SshTarget, bound: list[tuple[Forward, socket.socket]], *,
         path.unlink(missing_ok=True)  # a dead process's
     except OSError as exc:
         raise SoongError(f"cannot use {path.parent}: {exc.strerror or exc}") from None
-    spec = {
-        "instance_id": instance_id, "name": name, "account": account, "host": target.host,
-        "port": target.port,
-        "user": target.user, "key_path": str(target.key_path),
-        "known_hosts": str(target.known_hosts), "connect_timeout": target.connect_timeout,
-        "keepalive": target.keepalive, "backoff_max": backoff_max, "state_path": str(path),
-        "forwards": [{**f.public(), "fd": f.fd} for f, _ in bound]}
+    spec = {**target.spec(), "name": name, "account": account, "backoff_max": backoff_max,
+            "state_path": str(path), "forwards": [{**f.public(), "fd": f.fd} for f, _ in bound]}
     log = path.with_suffix(".log")
-    with open(log, "ab") as log_file:
+    with open(log, "wb") as log_file:  # this tunnel's own errors
         process = subprocess.Popen(
             [sys.executable, "-m", MODULE, instance_id], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=log_file, pass_fds=[f.fd for f, _ in bound],
