@@ -48,7 +48,8 @@ def test_table_shows_what_each_builtin_registers(run_cli: Any) -> None:
         "providers: lambda; commands: sim up, sim status, sim down"
     assert rows["policies"]["REGISTERS"] == "policies: lease, hard_timeout, idle, budget"
     assert rows["reporters"]["REGISTERS"] == "reporters: table, json"
-    assert rows["fabric_tunnel"]["REGISTERS"] == "commands: ssh"
+    assert rows["fabric_tunnel"]["REGISTERS"] == (
+        "tunnel_backends: fabric; commands: ssh, tunnel start, tunnel status, tunnel stop")
     assert rows["policies"]["STATUS"] == "loaded (required)"
     assert rows["reporters"]["STATUS"] == "loaded"
     assert rows["policies"]["HOOKS"] == "agent_bundle_modules, register_policies"

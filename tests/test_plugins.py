@@ -185,8 +185,9 @@ def test_registrations_of_the_builtins(plugins: Plugins) -> None:
     assert registrations["lambda_labs"]["commands"] == ["sim up", "sim status", "sim down"]
     assert registrations["policies"]["policies"] == ["lease", "hard_timeout", "idle", "budget"]
     assert registrations["reporters"]["reporters"] == ["table", "json"]
-    assert registrations["fabric_tunnel"] == {**{kind: [] for kind in REGISTRATION_KINDS},
-                                              "commands": ["ssh"]}
+    assert registrations["fabric_tunnel"] == {
+        **{kind: [] for kind in REGISTRATION_KINDS}, "tunnel_backends": ["fabric"],
+        "commands": ["ssh", "tunnel start", "tunnel status", "tunnel stop"]}
 
 
 def test_registrations_of_a_third_party_and_of_a_disabled_one(

@@ -290,6 +290,6 @@ def test_each_bad_section_of_a_profile_names_the_profile(soong_env: SoongEnv,
         load_config(plugins=plugins, profile="work")
     assert [caught.value.message, *caught.value.hints] == [
         f"unknown key nosuch.a: no section nosuch (known sections: defaults, budget, clock, "
-        f"lambda, ssh, agent) (in {path})",
+        f"lambda, tunnel, ssh, agent) (in {path})",
         f"profile 'work': section lambda must be a mapping (in {path})",
         f"profile 'work': section budget must be a mapping (in {path})"]
