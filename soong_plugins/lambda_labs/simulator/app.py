@@ -273,6 +273,12 @@ class Simulator:
             raise SimulatorError(str(exc)) from None
         self.warnings += self.keys.warnings
         self.cloud = Cloud(state, self.clock, self.store.save)
+        from soong_plugins.lambda_labs.simulator.agents import AgentRunner
+
+        self.agents = AgentRunner(self.store.directory / "agents", self.cloud,
+                                  lambda: self.api_url, self.agent_clock)
+        self.cloud.add_launch_listener(self.agents.on_launch)
+        self.cloud.agent_url = self.agents.url
         self._apply_settings({"boot_seconds": boot_seconds,
                               "terminate_seconds": terminate_seconds,
                               "terminate_ended": terminate_ended})
@@ -428,6 +434,7 @@ class Simulator:
                 held.update(self._lock_record())
             if self._profile_path is not None:
                 self.write_profile()
+            self.agents.start()  # the agents of live instances, pointed at this URL
             if self._pid_file:  # last: a pid file means "serving"
                 self.store.write_pid_file(self.pid_record())
         except (OSError, StoreError) as exc:
@@ -507,6 +514,7 @@ class Simulator:
         server, self._server = self._server, None
         if server is not None:
             server.server_close()
+            self.agents.close()
             self.cloud.save()
             for journal in (self._request_log, self._capture):
                 if journal is not None:
@@ -581,6 +589,16 @@ class Simulator:
                 "state_dir": str(self.store.directory), "started_at": self.started_at,
                 "run_id": self.run_id, "account_id": self.account_id,
                 "profile": None if self._profile_path is None else str(self._profile_path)}
+
+    def agent_clock(self) -> dict[str, Any]:
+        """The clock an agent's override carries: this simulator's anchors; for an
+        injected clock (tests' ManualClock), wall speed from its time now."""
+        from soong_core.clock import RealClock
+
+        if isinstance(self.clock, (AcceleratedClock, RealClock)):
+            return self.clock.to_config()
+        return {"mode": "accelerated", "factor": 1.0, "sim_anchor": self.clock.now(),
+                "wall_anchor": time.time()}
 
     def clock_info(self) -> dict[str, Any]:
         clock = self.clock
@@ -691,6 +709,8 @@ class Simulator:
                 state.clock = self.clock.to_config()
         if speed is not None and self._profile_path is not None:
             self.write_profile()
+        if speed is not None:
+            self.agents.clock_changed()
         return self.knobs()
 
     def write_profile(self) -> None:

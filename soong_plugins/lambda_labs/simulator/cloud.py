@@ -58,6 +58,8 @@ class Cloud:
         self._persist = persist
         self._lock = threading.RLock()
         self._launch_listeners: list[LaunchListener] = []
+        self.agent_url: Callable[[str], str | None] = lambda instance_id: None
+        """Where an instance's agent answers (the agent runner sets it)."""
 
     def now(self) -> float:
         return self.clock.now()
@@ -614,20 +616,23 @@ class Cloud:
                 record.preempted_at = now
             else:
                 raise invalid_parameters(f"unknown fault {fault!r}",
-                                         "use unhealthy, healthy or preempted")
+                                         "use unhealthy, healthy, preempted, agent_kill "
+                                         "or agent_dead")
             return views.instance(record, now)
 
     def sim_instance(self, instance_id: str) -> dict[str, Any]:
         """What only the simulator knows of an instance (``GET /_sim/instances/{id}``)."""
         with self.locked():
             now = self.now()
-            return views.sim_extras(self._find(instance_id, now), now)
+            return views.sim_extras(self._find(instance_id, now), now,
+                                    self.agent_url(instance_id))
 
     def sim_instances(self) -> list[dict[str, Any]]:
         """:meth:`sim_instance` of every instance the API lists."""
         with self.locked():
             now = self.now()
-            return [views.sim_extras(record, now) for record in self._visible(now)]
+            return [views.sim_extras(record, now, self.agent_url(record.id))
+                    for record in self._visible(now)]
 
     def set_network(self, instance_id: str, body: Any) -> dict[str, Any]:
         """Point an instance at a real address and SSH port (a test's sshd): ``{"ip"?,
@@ -662,7 +667,7 @@ class Cloud:
                 record.ip = ip
             if port is not None:
                 record.ssh_port = port
-            return views.sim_extras(record, now)
+            return views.sim_extras(record, now, self.agent_url(record.id))
 
     def seed(self, body: Any) -> dict[str, Any]:
         """Create instances directly, with no rate limit, capacity or quota: fleets for

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from soong_plugins.lambda_labs.simulator import validation
+from soong_plugins.lambda_labs.simulator.agents import FAULTS as AGENT_FAULTS
 from soong_plugins.lambda_labs.simulator.apikeys import KeyRingError
 from soong_plugins.lambda_labs.simulator.errors import ApiError, invalid_parameters
 from soong_plugins.lambda_labs.simulator.requestlog import read_lines
@@ -52,7 +53,15 @@ def _fault(call: Call) -> Any:
     body = validation.require_object(call.body())
     fault = validation.string(body, "fault", required=True)
     assert fault is not None
+    if fault in AGENT_FAULTS:
+        _cloud(call).sim_instance(call.params["id"])  # 404 for an unknown instance
+        return call.simulator.agents.fault(call.params["id"], fault)
     return _cloud(call).set_fault(call.params["id"], fault)
+
+
+def _agent(call: Call) -> Any:
+    _cloud(call).sim_instance(call.params["id"])  # 404 for an unknown instance
+    return call.simulator.agents.info(call.params["id"])
 
 
 def _requests(call: Call) -> Any:
@@ -113,6 +122,7 @@ ROUTES: list[Route] = [
     _route("GET", "/instances", "sim_instances", lambda c: _cloud(c).sim_instances()),
     _route("GET", "/instances/{id}", "sim_instance",
            lambda c: _cloud(c).sim_instance(c.params["id"])),
+    _route("GET", "/instances/{id}/agent", "sim_agent", _agent),
     _route("POST", "/instances/{id}/network", "set_network",
            lambda c: _cloud(c).set_network(c.params["id"], c.body())),
     _route("POST", "/seed", "seed", lambda c: _cloud(c).seed(c.body())),

@@ -91,11 +91,12 @@ JUPYTER_DOMAIN = "lambdaspaces.sim.soong.invalid"
 since no JupyterLab runs behind a simulated instance."""
 
 
-def sim_extras(record: InstanceRecord, now: float) -> dict[str, Any]:
+def sim_extras(record: InstanceRecord, now: float, agent_url: str | None = None
+               ) -> dict[str, Any]:
     """The simulator-only facts of an instance (DESIGN Interfaces): where its sshd
-    listens, and where its agent answers (``null``: the simulator boots no agent yet)."""
+    listens, and where its agent answers (``null`` while none runs)."""
     return {"id": record.id, "status": record.status(now).value, "ip": record.ip,
-            "ssh_port": record.ssh_port, "agent_url": None}
+            "ssh_port": record.ssh_port, "agent_url": agent_url}
 
 
 def jupyter_url(instance_id: str, token: str) -> str:
