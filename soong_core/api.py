@@ -229,7 +229,8 @@ class Soong:
                     hours: float | None = None, name: str | None = None,
                     model: str | None = None, filesystem_names: Sequence[str] = (),
                     ssh_key_names: Sequence[str] | None = None,
-                    hard_timeout_hours: float | None = None) -> LaunchPlan:
+                    hard_timeout_hours: float | None = None,
+                    user_data: str | None = None) -> LaunchPlan:
         """Check a launch and price it without launching: what ``start`` shows first.
 
         Lists the provider's instances (reconciling history with them, so committed
@@ -241,10 +242,20 @@ class Soong:
         bad type, region or number of hours, or when no policy would limit the launch
         or a set budget cannot be checked; :class:`SoongError` when the budget refuses
         or the clock is off.
+
+        ``user_data`` is the user's own cloud-init part (a ``#!`` script or a
+        ``#cloud-config`` file): it joins the plugins' parts, after them, and never
+        replaces one; a part of another kind is a :class:`UsageError`.
         """
         from soong_core.interfaces import require_manageable
+        from soong_core.models import USER_PART, part_type
 
         require_manageable(self.provider)
+        if user_data is not None:
+            try:
+                part_type(user_data)
+            except ValueError as exc:
+                raise UsageError(f"user data: {exc}") from None
         defaults = self.config["defaults"]
         type_name = type_name or defaults["gpu"]
         if not type_name:
@@ -285,7 +296,9 @@ class Soong:
             type_name=itype.name, regions=tuple(dict.fromkeys(wanted)),
             ssh_key_names=tuple(ssh_key_names), name=name,
             filesystem_names=tuple(filesystem_names), lease_hours=lease,
-            hard_timeout_hours=hard, model=model or defaults["model"])
+            hard_timeout_hours=hard, model=model or defaults["model"],
+            user_data_parts=(user_data,) if user_data is not None else (),
+            user_data_names=(USER_PART,) if user_data is not None else ())
         contributions = tuple(self.plugins.launch_contributions(request, self.config))
         return LaunchPlan(request, itype, admission, now, contributions)
 
@@ -341,6 +354,7 @@ class Soong:
                filesystem_names: Sequence[str] = (),
                ssh_key_names: Sequence[str] | None = None,
                hard_timeout_hours: float | None = None,
+               user_data: str | None = None,
                plan: LaunchPlan | None = None) -> Instance:
         """Launch an instance with soong's tags and every plugin's contribution.
 
@@ -363,9 +377,11 @@ class Soong:
             plan = self.plan_launch(type_name, regions=regions, hours=hours, name=name,
                                     model=model, filesystem_names=filesystem_names,
                                     ssh_key_names=ssh_key_names,
-                                    hard_timeout_hours=hard_timeout_hours)
+                                    hard_timeout_hours=hard_timeout_hours,
+                                    user_data=user_data)
         elif filesystem_names or any(given is not None for given in (
-                type_name, regions, hours, name, model, ssh_key_names, hard_timeout_hours)):
+                type_name, regions, hours, name, model, ssh_key_names, hard_timeout_hours,
+                user_data)):
             raise UsageError("launch takes a plan or the launch's arguments, not both",
                              hints=["pass the arguments to plan_launch, then its plan to "
                                     "launch"])
@@ -477,6 +493,26 @@ class Soong:
                                                          f"or stop it with `soong stop {instance_id}`"])
             self.sleep(interval)
             waited += interval
+
+    def wait_for_contributions(self, instance: Instance, plan: LaunchPlan, *,
+                               on_phase: Callable[[str], None] | None = None) -> None:
+        """Wait for what the plan's contributions installed on the active ``instance``
+        (each one's ``ready``, in order: the lease agent's first answer). A plugin's
+        SoongError says what is not enforced; anything else is a PluginError naming it."""
+        from soong_core.errors import PluginError
+
+        for plugin, contribution in plan.contributions:
+            if contribution.ready is None:
+                continue
+            try:
+                contribution.ready(instance, on_phase or (lambda phase: None))
+            except SoongError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {plugin!r} failed while {instance.id} became "
+                                  f"ready: {type(exc).__name__}: {exc}",
+                                  hints=[f"{instance.id} is billing: stop it with "
+                                         f"`soong stop {instance.id}`"]) from exc
 
     def wait_until_gone(self, instance_ids: Iterable[str], *, timeout: float | None = None,
                         interval: float = POLL_SECONDS,

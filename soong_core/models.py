@@ -290,6 +290,65 @@ class Instance:
             return None
 
 
+# -- user_data ------------------------------------------------------------------------
+# Every contribution's part travels in one cloud-init multipart MIME document (DESIGN,
+# "The agent travels light"): cloud-init runs its shell parts in filename order.
+
+AGENT_PLUGIN = "lease_agent"
+"""The plugin whose part (the lease agent's installer) goes first: ``00-soong-agent.sh``."""
+USER_PART = "user"
+"""The name of the user's own part (``soong start --user-data FILE``): it goes last."""
+PART_TYPES: tuple[tuple[str, str, str], ...] = (
+    ("#!", "text/x-shellscript", ".sh"),
+    ("#cloud-config", "text/cloud-config", ".cfg"),
+)
+"""(first line starts with, MIME type, filename suffix) of the parts soong sends."""
+
+
+def part_type(text: str) -> tuple[str, str]:
+    """(MIME type, filename suffix) of a user_data part, by its first line: ``#!`` is a
+    script, ``#cloud-config`` a cloud-config file; ``ValueError`` for anything else."""
+    first = text.split("\n", 1)[0].rstrip("\r")
+    for start, mime, suffix in PART_TYPES:
+        if first.startswith(start) and (start == "#!" or first.strip() == start):
+            return mime, suffix
+    shown = first if len(first) <= 40 else first[:37] + "..."
+    raise ValueError(f"a user_data part must start with '#!' (a script) or '#cloud-config', "
+                     f"not {shown!r}")
+
+
+def _part_label(name: str) -> str:
+    if name == AGENT_PLUGIN:
+        return "soong-agent"
+    label = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return label or "part"
+
+
+def join_user_data(parts: list[tuple[str, str]]) -> str:
+    """``(name, text)`` parts as a ``multipart/mixed`` document: the lease agent's part
+    first, the user's (:data:`USER_PART`) last, the others in their order between, each
+    an attachment named ``NN-<name>.sh`` (``.cfg`` for cloud-config). The text travels
+    as it is (8bit, never base64 again: the agent's part is mostly base64 already)."""
+    import hashlib
+
+    ordered = sorted(parts, key=lambda p: 0 if p[0] == AGENT_PLUGIN else
+                     2 if p[0] == USER_PART else 1)
+    digest = hashlib.sha256("\0".join(text for _, text in ordered).encode("utf-8",
+                                                                         "surrogatepass"))
+    boundary = f"==soong-{digest.hexdigest()[:32]}=="
+    while any(boundary in text for _, text in ordered):
+        boundary = f"=={boundary}"
+    lines = [f'Content-Type: multipart/mixed; boundary="{boundary}"', "MIME-Version: 1.0", ""]
+    for number, (name, text) in enumerate(ordered):
+        mime, suffix = part_type(text)
+        lines += [f"--{boundary}", f'Content-Type: {mime}; charset="utf-8"',
+                  "MIME-Version: 1.0", "Content-Transfer-Encoding: 8bit",
+                  f'Content-Disposition: attachment; filename="{number:02d}-'
+                  f'{_part_label(name)}{suffix}"', "", text]
+    lines += [f"--{boundary}--", ""]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class LaunchRequest:
     """What to launch. Plugins add tags and user_data parts through ``soong_prepare_launch``.
@@ -308,16 +367,22 @@ class LaunchRequest:
     firewall_rulesets: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     user_data_parts: tuple[str, ...] = ()
+    user_data_names: tuple[str, ...] = ()
+    """Who contributed each part (a plugin's name, or :data:`USER_PART` for the user's
+    own file), in step with ``user_data_parts``; a part without a name is ``"part"``."""
     lease_hours: float = 4.0
     hard_timeout_hours: float = 8.0
     model: str | None = None
 
     @property
     def user_data(self) -> str | None:
-        """The parts joined in order, or ``None`` when no plugin contributed any."""
+        """The parts as one multipart MIME document (:func:`join_user_data`), or ``None``
+        when nobody contributed any. ``ValueError`` for a part of no known type."""
         if not self.user_data_parts:
             return None
-        return "\n".join(self.user_data_parts)
+        names = self.user_data_names + ("part",) * (len(self.user_data_parts)
+                                                    - len(self.user_data_names))
+        return join_user_data(list(zip(names, self.user_data_parts)))
 
     def with_contribution(self, contribution: LaunchContribution, plugin: str) -> LaunchRequest:
         """Merge one plugin's contribution; a tag key set twice is an error naming both."""
@@ -327,10 +392,15 @@ class LaunchRequest:
             if key in tags and tags[key] != value:
                 raise ValueError(f"plugin {plugin!r} sets tag {key!r}, which is already set")
             tags[key] = value
+        for part in contribution.user_data_parts:
+            part_type(part)  # refused now, naming the plugin, not when the request is sent
+        names = self.user_data_names + ("part",) * (len(self.user_data_parts)
+                                                    - len(self.user_data_names))
         return replace(
             self,
             tags=tags,
             user_data_parts=self.user_data_parts + tuple(contribution.user_data_parts),
+            user_data_names=names + (plugin,) * len(contribution.user_data_parts),
         )
 
 
@@ -355,6 +425,11 @@ class LaunchContribution:
     user_data_parts: tuple[str, ...] = ()
     enforces: tuple[str, ...] = ()
     finish: Callable[[LaunchRequest], LaunchContribution | None] | None = None
+    ready: Callable[[Instance, Callable[[str], None]], None] | None = None
+    """Called once the launched instance is active (``start``, before it says the
+    instance is ready; :meth:`~soong_core.api.Soong.wait_for_contributions`), with the
+    instance and a callback naming the phase: returns once what this contribution
+    installed is up, raises SoongError saying what is not enforced when it is not."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "enforces", tuple(dict.fromkeys(self.enforces)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 from decimal import Decimal
 from typing import Any
 
@@ -135,7 +136,7 @@ def test_plugins_contribute_to_the_launch_and_receive_events(
         @hookimpl
         def soong_prepare_launch(self, request: Any) -> LaunchContribution:
             return LaunchContribution(tags={"agent:version": "1"},
-                                      user_data_parts=("#!/bin/bash", "echo agent"))
+                                      user_data_parts=("#!/bin/bash\necho agent\n",))
 
         @hookimpl
         def soong_lifecycle_event(self, event: Any) -> None:
@@ -148,7 +149,9 @@ def test_plugins_contribute_to_the_launch_and_receive_events(
     register_plugin(Agentish(), "agentish")
     instance = soong.launch()
     assert instance.tags["agent:version"] == "1"
-    assert instance.extra["user_data"] == "#!/bin/bash\necho agent"
+    [part] = email.message_from_string(instance.extra["user_data"]).get_payload()
+    assert part.get_filename() == "00-agentish.sh"
+    assert part.get_payload() == "#!/bin/bash\necho agent\n"
     assert soong.status()[0].details == {"agentish": {"idle_s": 12}}
     soong.stop([instance.id])
     assert received == [EventKind.LAUNCH, EventKind.TERMINATE]
@@ -328,7 +331,7 @@ def test_contributions_are_collected_at_plan_time_and_finished_at_launch(
             return LaunchContribution(
                 tags={"agent:version": "1"}, enforces=("lease", "idle"),
                 finish=lambda final: finished.append(final) or LaunchContribution(
-                    user_data_parts=(f"# token for {final.tags['soong:launch-id']}",)))
+                    user_data_parts=(f"#!/bin/sh\n# token for {final.tags['soong:launch-id']}",)))
 
     from soong_core.hookspecs import hookimpl
 
@@ -340,7 +343,8 @@ def test_contributions_are_collected_at_plan_time_and_finished_at_launch(
     instance = soong.launch(plan=plan)
     [request] = [r for c, r in fake_provider.calls if c == "launch"]
     assert request.tags["agent:version"] == "1"
-    assert request.user_data == f"# token for {instance.launch_id}"
+    [part] = email.message_from_string(request.user_data).get_payload()
+    assert part.get_payload() == f"#!/bin/sh\n# token for {instance.launch_id}"
     assert len(finished) == 1
 
 

@@ -96,8 +96,11 @@ def test_launch_request_contributions_merge() -> None:
     request = LaunchRequest("t", ("r",), tags={TAG_LAUNCH_ID: "a"})
     assert request.user_data is None
     merged = request.with_contribution(
-        LaunchContribution(tags={TAG_LAUNCH_ID: "a", "x:y": "1"}, user_data_parts=("one",)), "p")
-    assert merged.tags == {TAG_LAUNCH_ID: "a", "x:y": "1"} and merged.user_data == "one"
+        LaunchContribution(tags={TAG_LAUNCH_ID: "a", "x:y": "1"},
+                           user_data_parts=("#!/bin/sh\necho one",)), "p")
+    assert merged.tags == {TAG_LAUNCH_ID: "a", "x:y": "1"}
+    assert merged.user_data_names == ("p",) and merged.user_data is not None
+    assert 'filename="00-p.sh"' in merged.user_data and "\n#!/bin/sh\necho one\n" in merged.user_data
     assert request.tags == {TAG_LAUNCH_ID: "a"}  # the original is untouched
     with pytest.raises(ValueError, match="already set"):
         merged.with_contribution(LaunchContribution(tags={"x:y": "2"}), "q")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import logging
 import sys
 import types
@@ -396,15 +397,17 @@ def test_soong_config_schema_sections_merge_and_clash(plugins: Plugins, register
 def test_soong_prepare_launch_merges_tags_and_user_data_in_order(
         plugins: Plugins, register_plugin: Any) -> None:
     register_plugin(module_plugin("first", soong_prepare_launch=lambda request: LaunchContribution(
-        tags={"first:tag": "1"}, user_data_parts=("#!/bin/bash", "echo first"))), "first")
+        tags={"first:tag": "1"}, user_data_parts=("#!/bin/bash\necho first",))), "first")
     register_plugin(module_plugin("second", soong_prepare_launch=lambda request, config:
-                                  LaunchContribution(user_data_parts=("echo second",))), "second")
+                                  LaunchContribution(user_data_parts=("#!/bin/sh\necho second",))), "second")
     register_plugin(module_plugin("none", soong_prepare_launch=lambda request: None), "none")
     request = prepared(plugins, LaunchRequest("gpu_1x_a10", ("us-east-1",),
                                               tags={"soong:launch-id": "abc"}), {})
     assert request.tags == {"soong:launch-id": "abc", "first:tag": "1"}
     # last registered is called first: "second" before "first"
-    assert request.user_data == "echo second\n#!/bin/bash\necho first"
+    parts = email.message_from_string(request.user_data or "").get_payload()
+    assert [(p.get_filename(), p.get_payload()) for p in parts] == [
+        ("00-second.sh", "#!/bin/sh\necho second"), ("01-first.sh", "#!/bin/bash\necho first")]
 
 
 def test_soong_prepare_launch_failures_abort_the_launch(plugins: Plugins, register_plugin: Any) -> None:

@@ -40,5 +40,6 @@ def check_launch(request: LaunchRequest, tags: dict[str, str]) -> None:
     if user_data is not None and len(user_data.encode("utf-8")) > USER_DATA_MAX:
         raise UsageError(f"user_data is {len(user_data.encode('utf-8'))} bytes: Lambda Cloud "
                          f"takes at most {USER_DATA_MAX} (1 MB)",
-                         hints=["a plugin's launch contribution is too big: `soong plugins` "
-                                "lists them"])
+                         hints=["the lease agent's script takes about 200 KB; a "
+                                "--user-data file or a plugin's launch contribution adds "
+                                "the rest (`soong plugins` lists them)"])

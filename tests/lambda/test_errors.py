@@ -87,7 +87,7 @@ def test_invalid_parameters_quote_the_api(provider: LambdaProvider, ssh_key: str
     ({"tags": {"Bad Key": "v"}}, "tag key 'Bad Key'"),
     ({"tags": {"k" * 56: "v"}}, "at most 55"),
     ({"tags": {"key": "v" * 129}}, "at most 128"),
-    ({"user_data_parts": ("x" * 1_000_001,)}, "user_data is 1000001 bytes"),
+    ({"user_data_parts": ("#!/bin/sh\n" + "x" * 1_000_001,)}, "bytes: Lambda Cloud takes at most 1000000"),
 ])
 def test_requests_the_api_would_refuse_are_refused_before_sending(
         provider: LambdaProvider, ssh_key: str, fields: dict[str, Any], words: str) -> None:

@@ -212,11 +212,12 @@ def test_launch_sends_what_the_request_asks(provider: LambdaProvider, cloud: Sim
                                             ssh_key: str) -> None:
     instance = provider.launch(request(name="exp", hostname="box1",
                                        image="lambda-stack-22-04",
-                                       user_data_parts=("#!/bin/bash", "echo hi")))
+                                       user_data_parts=("#!/bin/bash\necho hi",)))
     [record] = cloud.cloud.state.instances.values()
     assert record.name == "exp" and record.hostname == "box1"
     assert record.image == {"family": "lambda-stack-22-04"}
-    assert record.user_data_bytes == len("#!/bin/bash\necho hi")
+    assert record.user_data_bytes == len(request(user_data_parts=("#!/bin/bash\necho hi",)
+                                             ).user_data or "")
     assert instance.price_cents_per_hour == 75 and instance.tags[TAG_LAUNCH_ID] == "launch-1"
 
 

@@ -218,7 +218,8 @@ def test_replies_with_unknown_and_missing_fields_never_crash() -> None:
 def test_launch_body_is_what_the_spec_calls_InstanceLaunchRequest() -> None:
     request = LaunchRequest("gpu_1x_a10", ("us-east-1",), ssh_key_names=("k",),
                             filesystem_names=("fs",), firewall_rulesets=("r1",),
-                            image="0f3a2c1e-9b8d-4c7a-a6e5-d4c3b2a19080", user_data_parts=("x",))
+                            image="0f3a2c1e-9b8d-4c7a-a6e5-d4c3b2a19080",
+                            user_data_parts=("#!/bin/sh\necho x",))
     body = convert.launch_body(request, "us-east-1", {"soong:launch-id": "id"})
     assert body["image"] == {"id": "0f3a2c1e-9b8d-4c7a-a6e5-d4c3b2a19080"}
     assert body["firewall_rulesets"] == [{"id": "r1"}] and body["file_system_names"] == ["fs"]

@@ -36,6 +36,8 @@ class StartCommand(SoongCommand):
                "one does."),
         option("timeout", description="With --wait-for-capacity: give up after this many "
                "minutes (default: wait forever).", flag=False),
+        option("user-data", description="Your own cloud-init part (a #! script or a "
+               "#cloud-config file) to run at boot, after the lease agent's.", flag=False),
         option("yes", "y", description="Launch without asking."),
     ]
 
@@ -46,6 +48,7 @@ class StartCommand(SoongCommand):
 
         if self.option("wait") and self.option("no-wait"):
             raise UsageError("--wait and --no-wait contradict each other", hints=["give one"])
+        user_data = _user_data(self.option("user-data"))
         soong = self.soong
         require_manageable(soong.provider)  # before anything is waited for or shown
         name = _checked_name(self.option("name"), soong.provider)
@@ -64,7 +67,8 @@ class StartCommand(SoongCommand):
         filesystem = self.option("filesystem") or soong.provider.default_filesystem
         plan = soong.plan_launch(gpu, regions=regions or None, hours=_hours(self.option("hours")),
                                  name=name, model=self.option("model"),
-                                 filesystem_names=(filesystem,) if filesystem else ())
+                                 filesystem_names=(filesystem,) if filesystem else (),
+                                 user_data=user_data)
         missing_filesystem = self._missing_filesystem(filesystem, plan.request.regions[0]
                                                       if plan.request.regions else None)
         console = make_console(self.io)
@@ -80,6 +84,7 @@ class StartCommand(SoongCommand):
             else:
                 try:
                     ready = soong.wait_until_ready(instance.id, on_state=phases.follow)
+                    soong.wait_for_contributions(ready, plan, on_phase=phases.update)
                 except KeyboardInterrupt:
                     raise _interrupted(instance.id, plan) from None
         if self.io.output.is_quiet():
@@ -134,6 +139,39 @@ class StartCommand(SoongCommand):
                           f"{id_}")
         console.print(f"  see it:   {rich_literal(self.command_line('status'))}")
         console.print(f"  stop it:  {rich_literal(self.command_line('stop'))} {id_}")
+
+
+USER_DATA_READ_MAX = 2_000_000
+"""More than any provider takes: a bigger ``--user-data`` file is refused unread."""
+
+
+def _user_data(path: str | None) -> str | None:
+    """The text of ``--user-data FILE``: UTF-8 text, a ``#!`` script or a
+    ``#cloud-config`` file; anything else is a one-line usage error."""
+    from soong_core.errors import UsageError
+    from soong_core.models import part_type
+
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(USER_DATA_READ_MAX + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read --user-data {path}: {exc.strerror or exc}") from None
+    if len(raw) > USER_DATA_READ_MAX:
+        raise UsageError(f"--user-data {path} is over {USER_DATA_READ_MAX:,} bytes: no "
+                         "provider takes that much user_data")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise UsageError(f"--user-data {path} is not text (user_data must be plain UTF-8)")
+    try:
+        part_type(text)
+    except ValueError as exc:
+        raise UsageError(f"--user-data {path}: {exc}") from None
+    return text
 
 
 def _times(count: int) -> str:
