@@ -52,10 +52,15 @@ def test_configure_start_status_stop_against_sim_up(soong_env: SoongEnv, tmp_pat
     assert "terminated" in stopped.stdout
     leaked = [r for r in runs if sim["api_key"] in r.stdout + r.stderr]
     assert leaked == []
-    assert request_problems(capture) == []
+    # the instance's lease agent lists once at its start on the same account, with no
+    # share in the laptop's pacing file: a 429 may be its (it backs off and retries)
+    assert request_problems(capture, allow_429=True) == []
     checker = ConformanceChecker()
     checker.check_capture(capture)
     assert checker.problems == [] and checker.checked > 0
     statuses = [e["status"] for e in read_lines(capture) if e.get("kind") == "api"]
-    # back-to-back processes share the account's pacing file: none meets a 429
-    assert 429 not in statuses and statuses
+    assert statuses
+    # back-to-back soong processes share the account's pacing file: none met a 429 (each
+    # logs every answer's status at -vvv)
+    met = [r for r in runs if "-> 429" in r.stderr or "after HTTP 429" in r.stderr]
+    assert met == []
