@@ -42,23 +42,22 @@ CORE_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
         },
         "lease_hours": {
             "type": "number", "min": 1, "default": 4,
-            "meta": _help("Lease of a new instance, in hours. Not yet enforced on the instance: "
-                          "it bills until `soong stop`."),
+            "meta": _help("Lease of a new instance, in hours (its lease agent stops it then, "
+                          "on Lambda Cloud)."),
         },
         "idle_timeout_minutes": {
             "type": "number", "min": 1, "default": 30,
-            "meta": _help("How long an instance may go unused before it should stop. Not yet "
-                          "enforced: nothing detects idleness yet."),
+            "meta": _help("How long an instance may go unused before its lease agent stops "
+                          "it."),
         },
         "idle_grace_minutes": {
             "type": "number", "min": 0, "default": 10,
-            "meta": _help("After boot, how long before the idle timeout applies (not yet "
-                          "enforced)."),
+            "meta": _help("After boot, how long before the idle timeout applies."),
         },
         "hard_timeout_hours": {
             "type": "number", "min": 1, "default": 8,
-            "meta": _help("Absolute limit from launch, fixed at launch; no extension passes it. "
-                          "Not yet enforced on the instance."),
+            "meta": _help("Absolute limit from launch, fixed at launch; no extension passes it "
+                          "(its lease agent stops it then)."),
         },
         "gpu": {
             "type": "string", "nullable": True, "default": None,

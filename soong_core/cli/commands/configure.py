@@ -39,8 +39,8 @@ class ConfigureCommand(SoongCommand):
             "every cloud. Keys the profile held that only repeat the main file are removed "
             "(one warning names them).\n\nA <comment>--config</comment> file that does not "
             "exist is created."
-            "\n\nThe lease and idle timeout set here are not yet enforced on the instance: "
-            "nothing in soong stops an instance but <comment>soong stop</comment>.")
+            "\n\nThe lease and idle timeout set here are enforced on each instance by its "
+            "lease agent (Lambda Cloud and the simulator).")
     options: ClassVar[list[Option]] = [
         option("provider", description="Provider to use (default: defaults.provider).", flag=False),
         option("api-key-stdin", description="Read the provider API key from standard input."),
@@ -51,10 +51,10 @@ class ConfigureCommand(SoongCommand):
         option("model", description="Default model ('none' clears it).", flag=False),
         option("filesystem", description="Filesystem to attach by default ('none' clears it).",
                flag=False),
-        option("hours", description="Default lease in hours (not yet enforced on the "
-               "instance: stop it with `soong stop`).", flag=False),
-        option("idle-minutes", description="Idle timeout in minutes (not yet enforced: "
-               "nothing detects idleness yet).", flag=False),
+        option("hours", description="Default lease in hours (the instance's agent stops it "
+               "then).", flag=False),
+        option("idle-minutes", description="Idle timeout in minutes (the instance's agent "
+               "stops it after that long unused).", flag=False),
         option("budget", description="Spending cap in dollars per period ('none': no cap).",
                flag=False),
         option("budget-period", description="day, week, month or none.", flag=False),
