@@ -87,11 +87,12 @@ def ssh_key(provider: LambdaProvider) -> str:
 
 
 def api_requests(harness: SimHarness) -> list[dict[str, Any]]:
-    return [e for e in read_lines(harness.simulator.store.request_log_path) if e["kind"] == "api"]
+    return [e for e in read_lines(harness.simulator.store.request_log_path)
+            if e["kind"] == "api" and "source" not in e]
 
 
 @pytest.fixture
 def api_log() -> Callable[[SimHarness], list[dict[str, Any]]]:
-    """``api_log(cloud)``: the API requests a cloud received, in order (control calls
-    left out), from its request log."""
+    """``api_log(cloud)``: the API requests a cloud received from soong, in order (control
+    calls and the instances' agents' requests left out), from its request log."""
     return api_requests

@@ -41,7 +41,9 @@ def test_a_cli_session_never_shows_the_key(
     cloud = cloud_factory(boot_seconds=0, terminate_seconds=0, clock=ManualClock(time.time()))
     key = cloud.api_key
     LambdaProvider(cloud.api_url, key).add_ssh_key("soong", DEFAULT_PUBLIC_KEY)
-    write_config_file(default_config_path(), {"lambda": {"api_url": cloud.api_url}})
+    # The account names the simulator, as `sim up`'s profile does: its agents' URLs are read.
+    write_config_file(default_config_path(), {"lambda": {
+        "api_url": cloud.api_url, "account_id": cloud.simulator.account_id}})
     write_config_file(profile_path("wrong"), {"lambda": {"api_key": WRONG_KEY}})
     results = [
         run_cli("configure -n --api-key-stdin --no-ssh-key --gpu gpu_1x_a10 --region us-east-1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -146,7 +147,10 @@ def test_a_plain_script_boots_its_agent(sim: SimHarness) -> None:
     assert answer is not None and answer["pid"] == info["pid"]
     override = answer["override"]
     assert override["api"] == {"port": info["port"]}
-    assert override["provider"] == {"api_url": sim.api_url}
+    # the API as this instance reaches it: counted apart by the rate limits
+    assert override["provider"] == {"api_url": sim.simulator.api_url_from(instance_id)}
+    assert override["provider"]["api_url"] == \
+        f"{sim.url}/_from/{instance_id}/api/v1"
     assert override["clock"]["mode"] == "accelerated"
     assert override["clock"]["sim_anchor"] == pytest.approx(sim.clock.now(), abs=1)
     assert answer["argv"] == ["--config", f"{root}/etc/soong/agent.json"]
@@ -192,7 +196,11 @@ def test_agent_kill_restarts_it_and_agent_dead_keeps_it_dead(sim: SimHarness) ->
     after = agent_of(sim, dead).data
     assert after["alive"] is False and after["restarts"] == 0 and after["state"] == "dead"
     assert gone(doomed["pid"])
-    assert sim.control("GET", f"/instances/{dead}")["agent_url"] is None
+    # still its address, where nothing answers now, as on a machine whose agent died
+    url = sim.control("GET", f"/instances/{dead}")["agent_url"]
+    assert url == f"http://127.0.0.1:{after['port']}"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/health", timeout=2)
     refused = fault(sim, dead, "agent_kill")
     assert refused.status == 400 and "dead" in refused.body["error"]["message"]
 
@@ -233,7 +241,7 @@ def test_stopping_the_simulator_stops_agents_and_a_new_one_restarts_them(
     assert after["pid"] != before["pid"] and after["restarts"] == 0
     answer = ask(after["port"])
     assert answer is not None
-    assert answer["override"]["provider"]["api_url"] == second.api_url
+    assert answer["override"]["provider"]["api_url"] == second.simulator.api_url_from(live)
     assert answer["override"]["api"]["port"] == after["port"]
     assert agent_of(second, ended).status == 404  # ended: not started again
     second.stop()
@@ -365,3 +373,51 @@ def test_the_real_agent_terminates_its_instance_at_its_lease(
     final = wait_for(lambda: not agent_of(sim, instance_id).data["alive"]
                      and agent_of(sim, instance_id).data, "the agent to be stopped")
     assert final["restarts"] == 0 and "error" not in final
+
+
+def test_a_restart_asked_of_systemctl_after_the_boot_starts_the_agent_again(
+        sim: SimHarness) -> None:
+    instance_id = sim.launch(user_data=INSTALL)
+    first = wait_alive(sim, instance_id)
+    assert fault(sim, instance_id, "agent_dead").status == 200
+    root = Path(first["root"])
+    with open(root / agents.SYSTEMCTL_LOG, "a") as log:  # the installer, run again
+        log.write("daemon-reload\nenable soong-agent.service\nrestart soong-agent.service\n")
+    again = wait_alive(sim, instance_id)
+    assert again["pid"] != first["pid"] and again["state"] == "running"
+    assert again["port"] == first["port"] and gone(first["pid"])
+    with open(root / agents.SYSTEMCTL_LOG, "a") as log:  # asked nothing of the unit
+        log.write("daemon-reload\nstatus soong-agent.service\n")
+    time.sleep(5 * agents.POLL_S)
+    assert agent_of(sim, instance_id).data["pid"] == again["pid"]
+
+
+def test_an_instances_own_requests_are_limited_apart_and_logged_with_its_id(
+        sim_factory: Callable[..., SimHarness]) -> None:
+    from soong_plugins.lambda_labs.simulator.requestlog import read_lines
+
+    frozen = [0.0]
+    cloud = sim_factory(rate_limit="strict", wall=lambda: frozen[0])
+
+    def get(path: str) -> int:
+        request = urllib.request.Request(cloud.url + path, headers={
+            "Authorization": f"Bearer {cloud.api_key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as refused:
+            return int(refused.code)
+
+    # The laptop's one token (strict: no burst, and its clock does not move) ...
+    assert [get("/api/v1/instances"), get("/api/v1/instances")] == [200, 429]
+    # ... is not the instances': each has its own, on real time.
+    assert get("/_from/i-one/api/v1/instances") == 200
+    assert get("/_from/i-two/api/v1/instances") == 200
+    assert get("/_from/i-one/api/v1/instances") == 429
+    assert get("/_from/i-one/api/v1/no-such-thing") == 404  # routed as usual
+    entries = [e for e in read_lines(cloud.simulator.store.request_log_path)
+               if e["kind"] != "control"]
+    assert [(e["path"], e.get("source"), e["status"]) for e in entries] == [
+        ("/api/v1/instances", None, 200), ("/api/v1/instances", None, 429),
+        ("/api/v1/instances", "i-one", 200), ("/api/v1/instances", "i-two", 200),
+        ("/api/v1/instances", "i-one", 429), ("/api/v1/no-such-thing", "i-one", 404)]

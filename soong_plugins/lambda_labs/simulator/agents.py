@@ -16,8 +16,9 @@ simulator boots agents from user_data"; the interfaces are the issue-17 contract
    endpoint reports it) and the next part still runs, as cloud-init does.
 2. **The unit.** If the scripts installed ``<root>/etc/systemd/system/soong-agent.service``,
    the runner reads its ``Environment=``, ``ExecStart=`` and ``RestartSec=``, writes
-   ``<root>/etc/soong/agent.override.json`` (the simulator's clock, a free loopback port
-   for the agent's API, the simulator's API URL) and starts the ExecStart in its own
+   ``<root>/etc/soong/agent.override.json`` (the simulator's clock, the loopback port
+   for the agent's API chosen at launch, the simulator's API URL as this instance
+   reaches it: ``/_from/<id>``, so the rate limits count it apart) and starts the ExecStart in its own
    session, its output appended to ``<root>/var/log/soong/agent.stdout``. An agent that
    exits is started again after ``RestartSec`` wall seconds (``Restart=always``); the
    restarts are counted.
@@ -28,7 +29,11 @@ simulator boots agents from user_data"; the interfaces are the issue-17 contract
    override (user_data is never kept; the sandbox is).
 
 Faults (``POST /_sim/instances/{id}/fault``): ``agent_kill`` kills the agent once (the
-supervision restarts it), ``agent_dead`` kills it for good.
+supervision restarts it), ``agent_dead`` kills it for good, as far as supervision goes.
+
+After the boot, ``systemctl start|restart soong-agent.service`` run in the sandbox (the
+installer run again over SSH, which a test's sshd points at the sandbox) stops the agent
+and starts it again from the unit as it is now, dead or not: what systemd would do.
 
 All of it runs off the request threads: a launch starts a thread that runs the scripts;
 one supervising thread watches every agent every :data:`POLL_S` wall seconds.
@@ -76,8 +81,13 @@ DEFAULT_RESTART_S = 0.1
 """systemd's default ``RestartSec``: 100 ms."""
 FAULTS = ("agent_kill", "agent_dead")
 
+UNIT_NAMES = ("soong-agent", "soong-agent.service")
+RESTART_VERBS = ("start", "restart", "try-restart", "reload-or-restart")
+"""``systemctl VERB soong-agent.service`` lines that (re)start the agent once it booted."""
+
 STUB_SYSTEMCTL = """#!/bin/sh
-# The soong simulator's systemctl: does nothing, logs its arguments.
+# The soong simulator's systemctl: logs its arguments; the simulator's supervision reads
+# the log and (re)starts soong-agent.service when asked to after the boot.
 mkdir -p "${SOONG_ROOT}/var/log"
 printf '%s\\n' "$*" >> "${SOONG_ROOT}/""" + SYSTEMCTL_LOG + """"
 exit 0
@@ -207,6 +217,8 @@ class Agent:
     unit: Unit | None = None
     errors: list[str] = field(default_factory=list)
     script: subprocess.Popen[bytes] | None = None
+    systemctl_read: int = 0
+    """How far (bytes) the supervision has read the sandbox's systemctl log."""
 
     @property
     def root(self) -> Path:
@@ -230,11 +242,12 @@ class AgentRunner:
 
     :param directory: ``<state dir>/agents``.
     :param cloud: whose instances' status ends their agents.
-    :param api_url: the simulator's API base URL now (its port may change on a restart).
+    :param api_url: the simulator's API base URL now as an instance's agent reaches it
+        (its port may change on a restart), by instance id.
     :param clock_config: the simulator's clock as the agent's ``clock`` section.
     """
 
-    def __init__(self, directory: Path, cloud: Cloud, api_url: Callable[[], str],
+    def __init__(self, directory: Path, cloud: Cloud, api_url: Callable[[str], str],
                  clock_config: Callable[[], dict[str, Any]]) -> None:
         self.directory = directory
         self.cloud = cloud
@@ -322,7 +335,9 @@ class AgentRunner:
         parts = shell_parts(user_data)
         if parts is None:
             return
-        agent = Agent(record.id, self.directory / record.id)
+        # The port is the instance's from its launch, as a real agent's is: a client that
+        # asks before the agent runs is refused, as it would be on the machine.
+        agent = Agent(record.id, self.directory / record.id, port=free_port())
         with self._lock:
             self._agents[record.id] = agent
         thread = threading.Thread(target=self._boot, args=(agent, parts),
@@ -342,10 +357,12 @@ class AgentRunner:
             return agent.info()
 
     def url(self, instance_id: str) -> str | None:
-        """Where the instance's agent answers while it runs, else ``None``."""
+        """Where the instance's agent answers (refused while it boots, restarts or is
+        dead, as on a machine), else ``None`` (its user_data installed no agent, or
+        it has ended)."""
         with self._lock:
             agent = self._agents.get(instance_id)
-            if agent is None or agent.port is None or not agent.alive():
+            if agent is None or agent.port is None or agent.state in ("none", "stopped"):
                 return None
             return f"http://127.0.0.1:{agent.port}"
 
@@ -381,7 +398,7 @@ class AgentRunner:
         with self._lock:
             for agent in agents:
                 if agent.state == "restarting" and not self._closing.is_set():
-                    self._spawn(agent, fresh_port=False)
+                    self._spawn(agent)
 
     # -- booting ----------------------------------------------------------------------
 
@@ -415,6 +432,7 @@ class AgentRunner:
             if self._closing.is_set() or not self._billing(agent.instance_id):
                 agent.state = "stopped"
                 return
+            self._systemctl_asks(agent)  # the boot's own start: the install below
             self._install(agent)
         except OSError as exc:
             with self._lock:
@@ -472,18 +490,18 @@ class AgentRunner:
                 agent.state = "none"
                 agent.errors.append(f"{UNIT_PATH}: {exc}")
                 return
-            self._spawn(agent, fresh_port=True)
+            self._spawn(agent)
 
-    def _spawn(self, agent: Agent, *, fresh_port: bool) -> None:
+    def _spawn(self, agent: Agent) -> None:
         """Write the override and start the ExecStart (under the lock)."""
         assert agent.unit is not None
-        if fresh_port or agent.port is None:
+        if agent.port is None:  # a simulator started again: a fresh port
             agent.port = free_port()
         root = agent.root
         override = {"_comment": "written by the soong simulator at each start of the "
                                 "agent: what it owns",
                     "clock": self._clock_config(), "api": {"port": agent.port},
-                    "provider": {"api_url": self._api_url()}}
+                    "provider": {"api_url": self._api_url(agent.instance_id)}}
         path = root / OVERRIDE_PATH
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -531,6 +549,10 @@ class AgentRunner:
                     agent.instance_id):
                 ending.append(agent)
                 continue
+            if agent.state in ("running", "restarting", "dead", "none") \
+                    and self._systemctl_asks(agent) and not self._closing.is_set():
+                self._restart_unit(agent)
+                continue
             with self._lock:
                 if self._closing.is_set():
                     return
@@ -541,9 +563,44 @@ class AgentRunner:
                 if agent.state == "restarting" and agent.restart_at is not None \
                         and time.monotonic() >= agent.restart_at:
                     agent.restarts += 1
-                    self._spawn(agent, fresh_port=False)
+                    self._spawn(agent)
         if ending:
             self._stop_all(ending)
+
+    def _systemctl_asks(self, agent: Agent) -> bool:
+        """Whether the sandbox's systemctl was asked to (re)start the agent since the
+        last look (someone re-ran the installer, as ``soong agent install`` does)."""
+        path = agent.root / SYSTEMCTL_LOG
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(agent.systemctl_read)
+                new = handle.read()
+        except OSError:
+            return False
+        complete = new[:new.rfind(b"\n") + 1]
+        agent.systemctl_read += len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            words = line.split()
+            if not words:
+                continue
+            verb = words[0]
+            now = verb == "enable" and "--now" in words
+            if (verb in RESTART_VERBS or now) and any(w in UNIT_NAMES for w in words[1:]):
+                return True
+        return False
+
+    def _restart_unit(self, agent: Agent) -> None:
+        """``systemctl restart``: the running agent stopped, the unit read again and
+        started (an agent killed for good by ``agent_dead`` too: the unit was started)."""
+        self._terminate([agent])
+        with self._lock:
+            if self._closing.is_set():
+                return
+            agent.state = "booting"
+            agent.restart_at = None
+            agent.process = None
+            agent.errors = []
+            self._install(agent)
 
     def _billing(self, instance_id: str) -> bool:
         """The instance is there and neither terminating nor ended."""

@@ -276,7 +276,7 @@ class Simulator:
         from soong_plugins.lambda_labs.simulator.agents import AgentRunner
 
         self.agents = AgentRunner(self.store.directory / "agents", self.cloud,
-                                  lambda: self.api_url, self.agent_clock)
+                                  self.api_url_from, self.agent_clock)
         self.cloud.add_launch_listener(self.agents.on_launch)
         self.cloud.agent_url = self.agents.url
         self._apply_settings({"boot_seconds": boot_seconds,
@@ -406,6 +406,13 @@ class Simulator:
     @property
     def api_url(self) -> str:
         return self.url + api.PREFIX
+
+    def api_url_from(self, instance_id: str) -> str:
+        """The API's URL as instance ``instance_id``'s agent reaches it (its own address,
+        for the rate limits: :data:`.server.FROM_PREFIX`)."""
+        from soong_plugins.lambda_labs.simulator.server import FROM_PREFIX
+
+        return f"{self.url}{FROM_PREFIX}{instance_id}{api.PREFIX}"
 
     def bind(self) -> None:
         """Open the listening socket (port 0: a free one); errors are one line."""

@@ -14,6 +14,11 @@ size is the mode (:data:`MODES`): ``edge`` (default) holds 3, a short burst arou
 the 1/s average as the edge admits; ``strict`` holds 1, every request a full second
 after the one before (soong's own pacing tests use it); ``off`` admits everything. A
 refused request takes nothing; the answer carries ``Retry-After``.
+
+The edge counts each client address apart: the laptop's requests share one pair of
+buckets, and each instance's agent (a request's ``source``) has its own pair. Those are
+on real monotonic time whatever clock the laptop's pair was given: a test may run the
+laptop's pacing on virtual time, but an agent is a real process that waits real seconds.
 """
 
 from __future__ import annotations
@@ -105,10 +110,12 @@ class RateLimiter:
         self._now = now
         self._custom = general
         self._lock = threading.Lock()
+        self._launch_limit = launch
         self._launch = TokenBucket(launch, now)
         self.enabled = enabled and mode != "off"
         self._on_mode = "edge" if mode == "off" else mode
         self._general = TokenBucket(self._general_limit(), now)
+        self._sources: dict[str, tuple[TokenBucket, TokenBucket]] = {}
 
     def _general_limit(self) -> Limit:
         return self._custom or GENERAL_BY_MODE[self._on_mode]
@@ -129,15 +136,28 @@ class RateLimiter:
             if value != self._on_mode:
                 self._on_mode = value
                 self._general = TokenBucket(self._general_limit(), self._now)
+                self._sources.clear()
 
-    def admit(self, is_launch: bool) -> tuple[float, str] | None:
-        """``None`` when admitted (tokens taken); else (seconds to wait, which limit)."""
+    def _buckets_of(self, source: str | None) -> tuple[TokenBucket, TokenBucket]:
+        if source is None:
+            return self._general, self._launch
+        pair = self._sources.get(source)
+        if pair is None:
+            pair = (TokenBucket(self._general_limit(), time.monotonic),
+                    TokenBucket(self._launch_limit, time.monotonic))
+            self._sources[source] = pair
+        return pair
+
+    def admit(self, is_launch: bool, source: str | None = None) -> tuple[float, str] | None:
+        """``None`` when admitted (tokens taken); else (seconds to wait, which limit).
+        ``source``: the instance whose agent asks (its own buckets); ``None``: the laptop."""
         if not self.enabled:
             return None
         with self._lock:
-            buckets = [("requests", self._general)]
+            general, launch = self._buckets_of(source)
+            buckets = [("requests", general)]
             if is_launch:
-                buckets.append(("launches", self._launch))
+                buckets.append(("launches", launch))
             waits = [(bucket.wait_time(), name, bucket) for name, bucket in buckets]
             longest = max(waits, key=lambda item: item[0])
             if longest[0] > 0:

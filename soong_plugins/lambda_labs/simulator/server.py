@@ -7,6 +7,12 @@ the body), check the key, then for API routes the account switch, the rate limit
 then the handler, then the optional added latency and the reply. Every request, whatever
 its fate, is recorded once (request log, capture, test hook) by the simulator.
 
+A request whose path starts ``/_from/<instance-id>`` comes from that instance's agent:
+the prefix stands for the instance's own network address (the agent's provider URL is
+given it in its override), so the edge's rate limits count it apart from the laptop's
+requests (:meth:`.ratelimit.RateLimiter.admit`'s ``source``) and the request log says
+whose it was. The rest of the path is routed as usual.
+
 Errors are always the API's JSON envelope, never the stdlib's HTML error page (a 429
 carries Cloudflare's plain text by default, as the real API's edge answers). The
 ``Date`` header of every reply carries the simulated cloud time, as a real API's carries
@@ -44,6 +50,19 @@ JSON-escaped, stays far below."""
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+FROM_PREFIX = "/_from/"
+"""What an instance's own requests start with: ``/_from/<instance-id>/api/v1/...``."""
+
+
+def from_instance(path: str) -> tuple[str | None, str]:
+    """(the instance a request came from, or None; the path without the prefix)."""
+    if not path.startswith(FROM_PREFIX):
+        return None, path
+    source, slash, rest = path[len(FROM_PREFIX):].partition("/")
+    if not source or not slash:
+        return None, path  # no instance named: routed as it is (a 404)
+    return source, "/" + rest
+
 
 @dataclass
 class Exchange:
@@ -66,12 +85,17 @@ class Exchange:
     response_body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     """Response headers the simulator added (``Retry-After``...)."""
+    source: str | None = None
+    """The instance whose agent sent it (``/_from/<id>``); ``None``: the laptop's."""
 
     def log_entry(self) -> dict[str, Any]:
-        return {"ts": round(self.ts, 6), "sim_time": round(self.sim_time, 6),
-                "method": self.method, "path": self.path, "query": self.query,
-                "kind": self.kind, "operation": self.operation, "status": self.status,
-                "duration_ms": round(self.duration_ms, 3), "fault": self.fault}
+        entry = {"ts": round(self.ts, 6), "sim_time": round(self.sim_time, 6),
+                 "method": self.method, "path": self.path, "query": self.query,
+                 "kind": self.kind, "operation": self.operation, "status": self.status,
+                 "duration_ms": round(self.duration_ms, 3), "fault": self.fault}
+        if self.source is not None:
+            entry["source"] = self.source
+        return entry
 
 
 class SimulatorHTTPServer(ThreadingHTTPServer):
@@ -203,7 +227,8 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
                  parse_qs(url.query, keep_blank_values=True).items()}
         # CONNECT's target is host:port, which urlsplit would take for a scheme
         path = url.path if self.path.startswith("/") or url.netloc else self.path
-        exchange = Exchange(self.command, path, query, time.time())
+        source, path = from_instance(path)
+        exchange = Exchange(self.command, path, query, time.time(), source=source)
         reply = None
         try:
             reply = self._process(simulator, exchange)
@@ -227,7 +252,8 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
             simulator.authenticate(self.headers.get("Authorization"))
             if route.kind == "api":
                 simulator.check_account()
-                limited = simulator.limiter.admit(route.operation == LAUNCH_OPERATION)
+                limited = simulator.limiter.admit(route.operation == LAUNCH_OPERATION,
+                                                  source=exchange.source)
                 if limited is not None:
                     exchange.fault = "rate_limited"
                     raise errors.rate_limited(*limited, body=simulator.limiter.body)
