@@ -50,6 +50,8 @@ def test_table_shows_what_each_builtin_registers(run_cli: Any) -> None:
     assert rows["reporters"]["REGISTERS"] == "reporters: table, json"
     assert rows["fabric_tunnel"]["REGISTERS"] == (
         "tunnel_backends: fabric; commands: ssh, tunnel start, tunnel status, tunnel stop")
+    assert rows["lease_agent"]["REGISTERS"] == (
+        "tunnel_backends: direct; commands: agent build, agent status, agent install")
     assert rows["policies"]["STATUS"] == "loaded (required)"
     assert rows["reporters"]["STATUS"] == "loaded"
     assert rows["policies"]["HOOKS"] == "agent_bundle_modules, register_policies"

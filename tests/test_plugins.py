@@ -189,6 +189,9 @@ def test_registrations_of_the_builtins(plugins: Plugins) -> None:
     assert registrations["fabric_tunnel"] == {
         **{kind: [] for kind in REGISTRATION_KINDS}, "tunnel_backends": ["fabric"],
         "commands": ["ssh", "tunnel start", "tunnel status", "tunnel stop"]}
+    assert registrations["lease_agent"] == {
+        **{kind: [] for kind in REGISTRATION_KINDS}, "tunnel_backends": ["direct"],
+        "commands": ["agent build", "agent status", "agent install"]}
 
 
 def test_registrations_of_a_third_party_and_of_a_disabled_one(

@@ -75,6 +75,9 @@ class SshServer:
         self.user = "root"
         self.log_path = folder / "sshd.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.environment: dict[str, str] = {}
+        """Set in every session (sshd's ``SetEnv``), from the next (re)start: a test
+        points an installer's ``SOONG_ROOT`` at a sandbox with it."""
 
     @property
     def host_public_key(self) -> Path:
@@ -99,6 +102,8 @@ class SshServer:
             "AllowTcpForwarding yes",
             "PrintMotd no",
             "LogLevel VERBOSE",
+            *([f"SetEnv {' '.join(f'{k}={v}' for k, v in self.environment.items())}"]
+              if self.environment else []),
             "",
         ])
 

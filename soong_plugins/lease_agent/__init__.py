@@ -20,6 +20,7 @@ from soong_core.models import HOUR
 if TYPE_CHECKING:
     from cleo.commands.command import Command
 
+    from soong_core.interfaces import TunnelBackend
     from soong_core.models import Event, Instance, LaunchContribution, LaunchRequest
 
 log = logging.getLogger("soong.agent")
@@ -30,15 +31,30 @@ PROVIDER = "lambda"
 AGENT_COMMANDS: dict[str, str] = {
     "agent build": "soong_plugins.lease_agent.build_command:AgentBuildCommand",
     "agent status": "soong_plugins.lease_agent.status_command:AgentStatusCommand",
+    "agent install": "soong_plugins.lease_agent.install_command:AgentInstallCommand",
 }
 """``soong agent ...`` -> ``module:Class``, imported only when listed or run."""
 
 
 @hookimpl
 def soong_register_commands(register: Callable[[str, Callable[[], Command]], None]) -> None:
-    """``soong agent build`` (write the agent's zipapp) and ``soong agent status``."""
+    """``soong agent build`` (write the agent's zipapp), ``soong agent status`` and
+    ``soong agent install``."""
     for name, target in AGENT_COMMANDS.items():
         register(name, lazy_command(target))
+
+
+@hookimpl
+def soong_register_tunnel_backends(
+        register: Callable[[str, Callable[[Mapping[str, Any]], TunnelBackend]], None]) -> None:
+    """``direct``: an agent the provider reports a URL for on this machine (the
+    simulator's), reached without SSH (:class:`.reach.DirectTunnels`)."""
+    def factory(config: Mapping[str, Any]) -> TunnelBackend:
+        from soong_plugins.lease_agent.reach import DirectTunnels
+
+        return DirectTunnels(config)
+
+    register("direct", factory)
 
 
 @hookimpl
@@ -106,7 +122,7 @@ def soong_prepare_launch(request: LaunchRequest, config: Mapping[str, Any]
         from soong_plugins.lease_agent.userdata import agent_config, install_script, zipapp
 
         token = secrets.token_urlsafe(32)
-        agent_json = agent_config(final, config, token)
+        agent_json = agent_config(final.tags, config, token)
         script = install_script(zipapp(bundle_modules()), agent_json)
         launch_id = final.tags[TAG_LAUNCH_ID]
         try:

@@ -100,7 +100,9 @@ def agent_client(instance: Instance, config: Mapping[str, Any], *,
 def missing_token(instance: Instance) -> SoongError:
     return SoongError(f"soong keeps no agent token for {instance.id}: it was launched "
                       "elsewhere, or by a soong that did not deploy the agent",
-                      hints=["its limits are not enforced on the instance; stop it with "
+                      hints=["soong cannot tell whether its limits are enforced: install its "
+                             f"agent from here with `soong agent install {instance.id}` (a "
+                             "token kept elsewhere then stops working), or stop it with "
                              f"`soong stop {instance.id}` when you are done"])
 
 

@@ -71,5 +71,6 @@ def _not_enforced(instance: Instance, limit: float, said: str) -> SoongError:
         f"the lease agent of {instance.id} did not answer within {format_duration(limit)}"
         f"{last}: its lease, idle timeout and hard limit are NOT enforced on the instance, "
         "which bills until you stop it",
-        hints=[f"stop it with `soong stop {instance.id}`, or look at the agent's log on "
-               f"it: `soong ssh {instance.id} -- sudo tail /var/log/soong/agent.log`"])
+        hints=[f"install the agent again with `soong agent install {instance.id}`, or stop "
+               f"the instance with `soong stop {instance.id}`; the agent's log on it: "
+               f"`soong ssh {instance.id} -- sudo tail /var/log/soong/agent.log`"])

@@ -59,6 +59,14 @@ def write_pending(launch_id: str, token: str) -> Path:
     return path
 
 
+def write_token(instance_id: str, token: str) -> Path:
+    """Keep ``token`` as the instance's (0600), replacing the one kept before (``soong
+    agent install`` gave its agent a new one)."""
+    path = token_path(instance_id)
+    write_private(path, token + "\n")
+    return path
+
+
 def adopt(launch_id: str, instance_id: str) -> bool:
     """Rename the launch's pending token to the instance's; False when there is none."""
     source = pending_path(launch_id)

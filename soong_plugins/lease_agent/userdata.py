@@ -7,7 +7,8 @@ is the cloud-init part (DESIGN Interfaces, "agent unit"): it writes the zipapp (
 embedded base64 heredoc, 0644), the config (0600, from a quoted heredoc: no secret on a
 command line or in an environment) and the systemd unit, every path under
 ``${SOONG_ROOT:-}`` (empty on a real instance, a sandbox root in the simulator), then
-enables and starts the unit.
+enables and (re)starts the unit: the same script run again over SSH (``soong agent
+install``) replaces a dead or missing agent.
 
 Standard library only, besides the bundle (built once per process, see :func:`zipapp`).
 """
@@ -20,8 +21,7 @@ import threading
 from typing import Any, Mapping, Sequence
 
 from soong_core.models import (
-    TAG_HARD_DEADLINE, TAG_LAUNCH_ID, TAG_LAUNCHED_AT, TAG_LEASE_DEADLINE, LaunchRequest,
-    parse_timestamp,
+    TAG_HARD_DEADLINE, TAG_LAUNCH_ID, TAG_LAUNCHED_AT, TAG_LEASE_DEADLINE, parse_timestamp,
 )
 
 CONFIG_PATH = "/etc/soong/agent.json"
@@ -57,8 +57,8 @@ def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _tag_time(request: LaunchRequest, key: str) -> float:
-    text = request.tags.get(key)
+def _tag_time(tags: Mapping[str, str], key: str) -> float:
+    text = tags.get(key)
     if not text:
         raise AgentSetupError(f"the launch carries no {key} tag")
     try:
@@ -80,11 +80,14 @@ def _known(section: Mapping[str, Any], keys: Any) -> dict[str, Any]:
     return {key: section[key] for key in keys if section.get(key) is not None}
 
 
-def agent_config(request: LaunchRequest, config: Mapping[str, Any], token: str) -> dict[str, Any]:
-    """The agent's config for the launch ``request`` (soong's tags in it by now)."""
+def agent_config(tags: Mapping[str, str], config: Mapping[str, Any], token: str, *,
+                 lease_deadline: float | None = None) -> dict[str, Any]:
+    """The agent's config for the launch whose soong tags are ``tags`` (a launch
+    request's by the time it is final, or a running instance's); ``lease_deadline``
+    replaces the tag's (an instance's lease was extended since)."""
     from instance_agent import config as agent_schema
 
-    launch_id = request.tags.get(TAG_LAUNCH_ID)
+    launch_id = tags.get(TAG_LAUNCH_ID)
     if not launch_id:
         raise AgentSetupError(f"the launch carries no {TAG_LAUNCH_ID} tag")
     defaults = _section(config, "defaults")
@@ -93,9 +96,10 @@ def agent_config(request: LaunchRequest, config: Mapping[str, Any], token: str) 
         "schema_version": agent_schema.SCHEMA_VERSION,
         "instance": {
             "launch_id": launch_id,
-            "launched_at": _tag_time(request, TAG_LAUNCHED_AT),
-            "lease_deadline": _tag_time(request, TAG_LEASE_DEADLINE),
-            "hard_deadline": _tag_time(request, TAG_HARD_DEADLINE),
+            "launched_at": _tag_time(tags, TAG_LAUNCHED_AT),
+            "lease_deadline": _tag_time(tags, TAG_LEASE_DEADLINE)
+            if lease_deadline is None else float(lease_deadline),
+            "hard_deadline": _tag_time(tags, TAG_HARD_DEADLINE),
             "idle_timeout_seconds": float(idle) * 60 if idle is not None else None,
             "idle_grace_seconds": float(defaults.get("idle_grace_minutes", 10)) * 60,
             "warn_before_seconds": float(defaults.get("warn_before_minutes", 10)) * 60,
@@ -167,6 +171,7 @@ def install_script(pyz: bytes, agent_json: Mapping[str, Any]) -> str:
         f'chmod 0644 "$ROOT{UNIT_PATH}.tmp"',
         f'mv -f "$ROOT{UNIT_PATH}.tmp" "$ROOT{UNIT_PATH}"',
         "systemctl daemon-reload",
-        f"systemctl enable --now {UNIT_NAME}",
+        f"systemctl enable {UNIT_NAME}",
+        f"systemctl restart {UNIT_NAME}",  # run again (`soong agent install`): the new config
         "",
     ])

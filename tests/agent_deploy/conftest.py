@@ -13,7 +13,7 @@ from deploy_kit import CONFIG, TOKEN, Sandbox, Script, launch_request
 def agent_script() -> Script:
     from soong_plugins.lease_agent.userdata import agent_config, install_script, zipapp
 
-    config = agent_config(launch_request(), CONFIG, TOKEN)
+    config = agent_config(launch_request().tags, CONFIG, TOKEN)
     return Script(install_script(zipapp([]), config), config)
 
 

@@ -88,8 +88,8 @@ def test_the_script_installs_exactly_the_agent_and_the_agent_accepts_its_config(
     assert done.returncode == 0, done.stderr
     assert sandbox.files() == {"opt/soong/agent.pyz": 0o644, "etc/soong/agent.json": 0o600,
                                "etc/systemd/system/soong-agent.service": 0o644}
-    assert sandbox.log.read_text().splitlines() == ["daemon-reload",
-                                                    "enable --now soong-agent.service"]
+    assert sandbox.log.read_text().splitlines() == [
+        "daemon-reload", "enable soong-agent.service", "restart soong-agent.service"]
     assert json.loads((sandbox.root / "etc/soong/agent.json").read_text()) == agent_script.config
     unit = (sandbox.root / "etc/systemd/system/soong-agent.service").read_text().splitlines()
     root = sandbox.root

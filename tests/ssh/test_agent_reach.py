@@ -93,13 +93,13 @@ def test_a_reported_agent_url_is_used_directly(stand_in: LocalServer,
             pass
 
 
-def test_no_token_says_the_limits_are_not_enforced(soong_env: SoongEnv,
-                                                   stand_in: LocalServer) -> None:
+def test_no_token_says_what_to_do(soong_env: SoongEnv, stand_in: LocalServer) -> None:
     instance = Instance("nokey-1", InstanceState.ACTIVE, extra={"agent_url": stand_in.url})
     with pytest.raises(SoongError, match="soong keeps no agent token for nokey-1") as caught:
         with agent_client(instance, {}):
             pass
-    assert "not enforced" in caught.value.hints[0]
+    assert "soong cannot tell whether its limits are enforced" in caught.value.hints[0]
+    assert "`soong agent install nokey-1`" in caught.value.hints[0]
 
 
 def test_without_a_url_a_short_forward_over_ssh_reaches_it(
