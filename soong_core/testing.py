@@ -23,7 +23,8 @@ Fixtures:
     ``run_cli("plugins --json")`` runs a command in-process against ``plugins`` and
     returns a :class:`CliResult` (exit code, stdout, stderr).
 
-:func:`run_soong` runs the real command line in a subprocess.
+:func:`run_soong` runs the real command line in a subprocess; :func:`live_fake_cloud`
+gives the CLI a fake cloud on real time.
 """
 
 from __future__ import annotations
@@ -279,6 +280,21 @@ def clock() -> ManualClock:
 def fake_provider(clock: ManualClock, register_plugin: Callable[..., str]) -> FakeProvider:
     provider = FakeProvider(clock)
     register_plugin(FakeProviderPlugin(provider), "fake")
+    return provider
+
+
+def live_fake_cloud(register: Callable[..., Any], **options: Any) -> FakeProvider:
+    """A :class:`~soong_core.fake.FakeProvider` on the real clock, for tests of the CLI
+    (which waits in real time): active at once unless ``boot_seconds`` says otherwise,
+    holding the SSH key ``soong`` that launches name, registered as provider ``fake``
+    through ``register`` (the ``register_plugin`` fixture, or a :class:`Plugins`'
+    ``register``). ``options`` go to the provider."""
+    from soong_core.clock import RealClock
+
+    options.setdefault("boot_seconds", 0)
+    provider = FakeProvider(RealClock(), **options)
+    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
+    register(FakeProviderPlugin(provider), "fake")
     return provider
 
 

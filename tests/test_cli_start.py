@@ -11,7 +11,7 @@ from soong_core.config import write_config_file
 from soong_core.fake import FakeProvider, FakeProviderPlugin
 from soong_core.history import History, namespace_for
 from soong_core.models import EventKind, InstanceState
-from soong_core.testing import SoongEnv
+from soong_core.testing import SoongEnv, live_fake_cloud
 
 CONFIG = {"defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1",
                        "lease_hours": 2}}
@@ -21,9 +21,7 @@ CONFIG = {"defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-ea
 def cloud(soong_env: SoongEnv, register_plugin: Any) -> FakeProvider:
     """A fake cloud on real time whose instances are active at once (the CLI waits in
     real time), and a config file pointing at it."""
-    provider = FakeProvider(RealClock(), boot_seconds=0)
-    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
-    register_plugin(FakeProviderPlugin(provider), "fake")
+    provider = live_fake_cloud(register_plugin)
     write_config_file(soong_env.config_file, CONFIG)
     return provider
 

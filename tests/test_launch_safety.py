@@ -28,7 +28,7 @@ from soong_core.fake import DeclaringPlugin, FakeProvider, FakeProviderPlugin
 from soong_core.history import History, namespace_for
 from soong_core.models import EventKind, Instance, LaunchRequest
 from soong_core.plugins import BUILTIN_PLUGINS, Plugins, make_plugins
-from soong_core.testing import CliResult, SoongEnv, run_application
+from soong_core.testing import CliResult, SoongEnv, live_fake_cloud, run_application
 
 CONFIG = {"defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1",
                        "lease_hours": 2}}
@@ -64,9 +64,7 @@ def quick_lock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def cloud(soong_env: SoongEnv, register_plugin: Any) -> FakeProvider:
-    provider = FakeProvider(RealClock(), boot_seconds=0)
-    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
-    register_plugin(FakeProviderPlugin(provider), "fake")
+    provider = live_fake_cloud(register_plugin)
     write_config_file(soong_env.config_file, CONFIG)
     return provider
 
@@ -208,9 +206,7 @@ def without_policies() -> Plugins:
 def test_no_deadline_and_an_unchecked_budget_are_refused_before_anything_launches(
         soong_env: SoongEnv) -> None:
     plugins = without_policies()
-    provider = FakeProvider(RealClock(), boot_seconds=0)
-    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
-    plugins.register(FakeProviderPlugin(provider), "fake")
+    provider = live_fake_cloud(plugins.register)
     write_config_file(soong_env.config_file, {**CONFIG, "budget": {"max_dollars": 1}})
     budgeted = run_application(SoongApplication(plugins=plugins), "start -y")
     assert budgeted.exit_code == 2
@@ -227,9 +223,7 @@ def test_no_deadline_and_an_unchecked_budget_are_refused_before_anything_launche
 
 def test_an_extension_is_refused_the_same_way(soong_env: SoongEnv, plugins: Plugins,
                                               register_plugin: Any) -> None:
-    provider = FakeProvider(RealClock(), boot_seconds=0)
-    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
-    register_plugin(FakeProviderPlugin(provider), "fake")
+    provider = live_fake_cloud(register_plugin)
     with Soong(CONFIG, plugins=plugins) as soong:
         instance = soong.launch(hours=2)
     bare = without_policies()

@@ -13,16 +13,15 @@ import pytest
 from deploy_kit import API_KEY, CONFIG, Sandbox, launch_request
 
 import soong_plugins.lease_agent as lease_agent
-from soong_core.clock import RealClock
 from soong_core.config import write_config_file
 from soong_core.errors import PluginError, UsageError
-from soong_core.fake import FakeProvider, FakeProviderPlugin
+from soong_core.fake import FakeProvider
 from soong_core.models import (
     LIMITS, Event, EventKind, Instance, InstanceState, LaunchContribution, LaunchRequest,
     join_user_data,
 )
 from soong_core.plugin_calls import finish_launch
-from soong_core.testing import SoongEnv
+from soong_core.testing import SoongEnv, live_fake_cloud
 from soong_plugins.lease_agent import tokens
 
 
@@ -188,9 +187,7 @@ def cloud(soong_env: SoongEnv, register_plugin: Any, monkeypatch: pytest.MonkeyP
     """The fake cloud, with the lease agent deploying to it as it does to Lambda."""
     monkeypatch.setattr(lease_agent, "PROVIDER", "fake")
     monkeypatch.setattr(lease_agent, "bundle_modules", lambda: [])
-    provider = FakeProvider(RealClock(), boot_seconds=0)
-    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
-    register_plugin(FakeProviderPlugin(provider), "fake")
+    provider = live_fake_cloud(register_plugin)
     write_config_file(soong_env.config_file, {
         "defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1",
                      "lease_hours": 2},

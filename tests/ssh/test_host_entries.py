@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from soong_core.clock import RealClock
 from soong_core.config import write_config_file
-from soong_core.fake import FakeProvider, FakeProviderPlugin
+from soong_core.fake import FakeProvider
 from soong_core.models import Instance, InstanceState
-from soong_core.testing import SoongEnv
+from soong_core.testing import SoongEnv, live_fake_cloud
 from soong_plugins.fabric_tunnel import hostentries
 from soong_plugins.fabric_tunnel.hostentries import (
     INCLUDE_COMMENT,
@@ -211,9 +210,7 @@ def test_openssh_reads_the_entry_as_soong_means_it(soong_env: SoongEnv, tmp_path
 
 @pytest.fixture
 def cloud(soong_env: SoongEnv, register_plugin: Any) -> FakeProvider:
-    provider = FakeProvider(RealClock(), boot_seconds=0)
-    provider.add_ssh_key("soong", "ssh-ed25519 AAAAtest soong")
-    register_plugin(FakeProviderPlugin(provider), "fake")
+    provider = live_fake_cloud(register_plugin)
     write_config_file(soong_env.config_file, {
         "defaults": {"provider": "fake", "gpu": "gpu_1x_a10", "region": "us-east-1",
                      "lease_hours": 2},
