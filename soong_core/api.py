@@ -72,6 +72,16 @@ class Extension:
     cost: Decimal
 
 
+@dataclass(frozen=True)
+class ExtensionPlan:
+    """An extension checked but not done (:meth:`Soong.plan_extension`): the instance,
+    the extension it would be, and the budget's view of it (for a confirmation)."""
+
+    instance: Instance
+    extension: Extension
+    admission: Admission
+
+
 class Soong:
     """One soong core: a provider, its policies, history and budget, over a config.
 
@@ -651,12 +661,13 @@ class Soong:
 
     # -- extend --------------------------------------------------------------------------------
 
-    def extend(self, instance_id: str, hours: float, *, to_max: bool = False) -> Extension:
-        """Add ``hours`` to the lease; never past the hard deadline fixed at launch.
-
-        With ``to_max`` an extension that would pass the hard deadline stops at it.
-        The budget admits the extension's cost first.
-        """
+    def plan_extension(self, instance_id: str, hours: float, *, to_max: bool = False,
+                       to_max_name: str = "to_max=True") -> ExtensionPlan:
+        """What extending ``instance_id``'s lease by ``hours`` would do, checked (never
+        past the hard deadline fixed at launch; with ``to_max`` an extension that would
+        pass it stops at it; the budget admits its cost) but not done: nothing is
+        asked of the instance or recorded. Raises what ``extend`` would; a refusal at the
+        hard limit names ``to_max_name`` (the CLI's ``--to-max``)."""
         if not hours > 0:
             raise UsageError(f"cannot extend by {hours:g} hours: give a positive number")
         listed = self.instances()
@@ -678,7 +689,7 @@ class Soong:
                 raise SoongError(
                     f"extending {instance_id} by {hours:g}h would pass its hard limit at "
                     f"{format_timestamp(view.hard_deadline)}: at most {most} more",
-                    hints=[f"extend by at most {most}, or with to_max=True to stop at the "
+                    hints=[f"extend by at most {most}, or with {to_max_name} to stop at the "
                            "hard limit"] if room > 0 else
                     ["the hard limit is fixed at launch; launch a new instance to go on"])
             deadline, hours = view.hard_deadline, room / HOUR
@@ -689,13 +700,43 @@ class Soong:
             instance_id=instance.id, price_cents_per_hour=price, hours=hours,
             ended_costs=lambda since: self.history.ended_cost(since=since),
             running=self._running_costs(listed), type_name=instance.type_name)
-        self._record(Event(EventKind.EXTEND, instance.id, now, provider=self.provider.name,
-                           type_name=instance.type_name, region=instance.region,
-                           cost=admission.cost,
-                           detail={"hours": hours, "previous_deadline": view.lease_deadline,
-                                   "lease_deadline": deadline}))
-        return Extension(instance.id, hours, view.lease_deadline, deadline, view.hard_deadline,
-                         admission.cost)
+        return ExtensionPlan(instance, Extension(instance.id, hours, view.lease_deadline,
+                                                 deadline, view.hard_deadline, admission.cost),
+                             admission)
+
+    def extend(self, instance_id: str, hours: float, *, to_max: bool = False,
+               plan: ExtensionPlan | None = None) -> Extension:
+        """Add ``hours`` to the lease; never past the hard deadline fixed at launch.
+
+        With ``to_max`` an extension that would pass the hard deadline stops at it.
+        The budget admits the extension's cost first (:meth:`plan_extension`; pass its
+        ``plan`` to do that one). Then what enforces the lease on the instance moves it
+        (``soong_extend_lease``: the lease agent); only once it did is the extension
+        recorded, so a refusal there leaves history as it was.
+        """
+        plan = plan or self.plan_extension(instance_id, hours, to_max=to_max)
+        if plan.instance.id != instance_id:
+            raise ValueError(f"the plan extends {plan.instance.id}, not {instance_id}")
+        extension, instance = plan.extension, plan.instance
+        self.plugins.extend_lease(instance, hours=extension.hours,
+                                  previous_deadline=extension.previous,
+                                  lease_deadline=extension.deadline, config=self.config)
+        event = Event(EventKind.EXTEND, instance.id, self.clock.now(),
+                      provider=self.provider.name, type_name=instance.type_name,
+                      region=instance.region, cost=extension.cost,
+                      detail={"hours": extension.hours, "previous_deadline": extension.previous,
+                              "lease_deadline": extension.deadline})
+        try:
+            self.history.record(event)
+        except SoongError as exc:
+            raise SoongError(
+                f"the extension of {instance.id} to {format_timestamp(extension.deadline)} "
+                f"was made, but history could not record it ({exc.message}): the budget "
+                f"does not count its {extension.hours:g}h yet",
+                hints=[f"once history is writable, run the same extension again "
+                       f"({extension.hours:g}h): the lease agent counts a retry once"]) from None
+        self.plugins.emit(event, self.config)
+        return extension
 
     # -- stop ------------------------------------------------------------------------------------
 

@@ -189,6 +189,27 @@ def soong_instances_seen(instances: Sequence[Instance], complete: bool, account:
 
 
 @hookspec
+def soong_extend_lease(instance: Instance, hours: float, previous_deadline: float,
+                       lease_deadline: float, config: Config) -> None:
+    """Move ``instance``'s lease from ``previous_deadline`` to ``lease_deadline`` where
+    it is enforced (the lease agent's ``POST /extend``), before the core records it.
+
+    Called by ``Soong.extend`` once the hard limit and the budget admitted the
+    extension. A plugin that enforces nothing for this instance returns None at once.
+    One that cannot apply it raises :class:`~soong_core.errors.SoongError` saying what
+    is wrong and what to do: the core then records nothing, so history and the instance
+    never disagree. A retry after a lost answer must not extend twice: ``previous_deadline``
+    is the deadline the extension starts from, as the laptop knows it.
+
+    :param hours: the extension (already clamped to the hard limit with ``to_max``).
+    :param previous_deadline: the lease deadline now (the launch tag, or the latest
+        extension in history); timestamps are Unix seconds.
+    :param lease_deadline: the new one, never past the hard deadline.
+    :return: None. Any exception stops the extension (a plugin's bug is a PluginError).
+    """
+
+
+@hookspec
 def soong_register_activity_sources(
     register: Callable[[str, Callable[[Config], ActivitySource]], None],
 ) -> None:

@@ -369,6 +369,26 @@ class Plugins:
 
         return status_details(self, instance, config)
 
+    def extend_lease(self, instance: Instance, *, hours: float, previous_deadline: float,
+                     lease_deadline: float, config: Mapping[str, Any]) -> None:
+        """Have every plugin that enforces ``instance``'s lease move it
+        (``soong_extend_lease``); the first that raises stops the extension: a
+        SoongError as it is, anything else a PluginError naming the plugin."""
+        from soong_core.errors import PluginError, SoongError
+
+        arguments = {"instance": instance, "hours": hours,
+                     "previous_deadline": previous_deadline,
+                     "lease_deadline": lease_deadline, "config": config}
+        for impl in self._impls("soong_extend_lease"):
+            try:
+                _call(impl, arguments)
+            except SoongError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed to extend "
+                                  f"{instance.id}: {type(exc).__name__}: {exc}; nothing was "
+                                  "recorded") from exc
+
     def instances_seen(self, instances: Sequence[Instance], *, complete: bool, account: str,
                        config: Mapping[str, Any]) -> None:
         """Tell every plugin what the core just saw (``soong_instances_seen``); a failing

@@ -575,3 +575,65 @@ def test_history_failing_after_a_stop_of_many_names_them_all_and_what_comes_next
                                            "record it: ")
     assert single.value.hints[0] == "the next soong command records it as ended outside soong"
     assert not any(i.state.billing for i in fake_provider.list_instances())  # all stopped
+
+
+def test_an_extension_goes_through_the_lease_enforcer_before_it_is_recorded(
+        soong: Soong, register_plugin: Any) -> None:
+    from soong_core import hookimpl
+    from soong_core.errors import PluginError
+
+    asked: list[tuple[str, float, float, float]] = []
+    refuse: list[Exception] = []
+
+    class Enforcer:
+        @hookimpl
+        def soong_extend_lease(self, instance: Any, hours: float, previous_deadline: float,
+                               lease_deadline: float) -> None:
+            asked.append((instance.id, hours, previous_deadline, lease_deadline))
+            if refuse:
+                raise refuse[0]
+
+    register_plugin(Enforcer(), "enforcer")
+    instance = soong.launch(hours=2)
+    launched = instance.launched_at
+    plan = soong.plan_extension(instance.id, 1)
+    assert asked == [] and soong.history.current_lease_deadline(instance.id) is None
+    done = soong.extend(instance.id, 1, plan=plan)
+    assert asked == [(instance.id, 1, launched + 2 * HOUR, launched + 3 * HOUR)]
+    assert soong.history.current_lease_deadline(instance.id) == done.deadline
+
+    refuse.append(SoongError("the agent does not answer"))
+    with pytest.raises(SoongError, match="the agent does not answer"):
+        soong.extend(instance.id, 1)
+    refuse[0] = KeyError("bug")
+    with pytest.raises(PluginError, match="plugin 'enforcer' failed to extend .*nothing was "
+                                          "recorded"):
+        soong.extend(instance.id, 1)
+    assert soong.history.current_lease_deadline(instance.id) == launched + 3 * HOUR
+    assert [e.kind for e in soong.history.events()].count(EventKind.EXTEND) == 1
+
+
+def test_an_extension_made_but_not_recorded_says_so(
+        soong: Soong, register_plugin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soong_core import hookimpl
+    from soong_core.history import HistoryError
+
+    made: list[float] = []
+
+    class Enforcer:
+        @hookimpl
+        def soong_extend_lease(self, lease_deadline: float) -> None:
+            made.append(lease_deadline)
+
+    register_plugin(Enforcer(), "enforcer")
+    instance = soong.launch(hours=2)
+
+    def unwritable(event: Any) -> None:
+        raise HistoryError("database is locked")
+
+    monkeypatch.setattr(soong.history, "record", unwritable)
+    with pytest.raises(SoongError, match=r"the extension of .* was made, but history could "
+                                         r"not record it \(database is locked\): the budget "
+                                         r"does not count its 1h yet") as caught:
+        soong.extend(instance.id, 1)
+    assert made and "run the same extension again (1h)" in caught.value.hints[0]

@@ -115,7 +115,7 @@ def test_the_scan_finds_the_commands_we_know_are_mentioned() -> None:
 
 @pytest.mark.parametrize("text,expected", [
     ("soong available", "no command 'available'"),
-    ("soong extend abc 2", "no command 'extend abc'"),
+    ("soong resize abc 2", "no command 'resize abc'"),
     ("soong start --lease 6", "`soong start` has no option --lease"),
     ("soong --sim status --json", None),
     ("soong --profile work stop --all -y", None),

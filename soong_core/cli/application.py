@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "configure": "soong_core.cli.commands.configure:ConfigureCommand",
     "start": "soong_core.cli.commands.start:StartCommand",
     "stop": "soong_core.cli.commands.stop:StopCommand",
+    "extend": "soong_core.cli.commands.extend:ExtendCommand",
     "status": "soong_core.cli.commands.status:StatusCommand",
     "plugins": "soong_core.cli.commands.plugins:PluginsCommand",
     "config show": "soong_core.cli.commands.config.show:ConfigShowCommand",

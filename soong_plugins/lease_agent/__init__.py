@@ -146,6 +146,17 @@ def soong_prepare_launch(request: LaunchRequest, config: Mapping[str, Any]
 
 
 @hookimpl
+def soong_extend_lease(instance: Instance, hours: float, previous_deadline: float,
+                       lease_deadline: float, config: Mapping[str, Any]) -> None:
+    """The agent enforces the lease: it moves it (``POST /extend``), or nothing does."""
+    if _provider(config) != PROVIDER:
+        return
+    from soong_plugins.lease_agent.extend import extend_through_agent
+
+    extend_through_agent(instance, hours, previous_deadline, lease_deadline, config)
+
+
+@hookimpl
 def soong_lifecycle_event(event: Event, config: Mapping[str, Any]) -> None:
     """The token follows its instance: renamed at launch, removed at termination."""
     from soong_core.models import EventKind

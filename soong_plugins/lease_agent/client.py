@@ -25,10 +25,13 @@ class AgentError(SoongError):
     """The agent could not be asked, or said no; ``code`` is its error code or None."""
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 hints: list[str] | None = None) -> None:
+                 hints: list[str] | None = None,
+                 fields: Mapping[str, Any] | None = None) -> None:
         super().__init__(message, hints=hints or [])
         self.code = code
         self.status = status
+        self.fields: Mapping[str, Any] = fields or {}
+        """The agent's error object as it is (``lease_deadline``, ``max_hours``...)."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -111,7 +114,8 @@ class AgentClient:
                              hints=["the instance may have been given another agent; "
                                     "stop it with `soong stop` if it is not yours"])
         said = " ".join((message or f"HTTP {status}").split())[:300]
-        raise AgentError(f"{who} refused {method} {path}: {said}", code=code, status=status)
+        raise AgentError(f"{who} refused {method} {path}: {said}", code=code, status=status,
+                         fields=said_error if isinstance(said_error, dict) else None)
 
 
 def _json(raw: bytes) -> dict[str, Any] | None:

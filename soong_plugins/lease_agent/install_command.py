@@ -54,7 +54,8 @@ class AgentInstallCommand(SoongCommand):
         import secrets
 
         from soong_core.cli.console import Phases
-        from soong_core.errors import SoongError, UsageError
+        from soong_core.errors import SoongError
+        from soong_core.numbers import number_option
         from soong_core.select import select_instance
         from soong_core.text import cleo_literal
         from soong_plugins.fabric_tunnel.connect import check_login, wait_for_sshd
@@ -65,12 +66,7 @@ class AgentInstallCommand(SoongCommand):
             AgentSetupError, agent_config, install_script, zipapp,
         )
 
-        try:
-            wait = float(self.option("wait"))
-        except ValueError:
-            raise UsageError(f"--wait takes seconds, got {self.option('wait')!r}") from None
-        if not wait >= 0:
-            raise UsageError(f"--wait takes seconds, got {self.option('wait')!r}")
+        wait = float(number_option(self.option("wait"), "--wait", unit="seconds", minimum=0))
         soong = self.soong
         instance = select_instance(soong.instances(), self.argument("instance"),
                                    ended=soong.ended_instances)

@@ -103,12 +103,15 @@ def test_instances_stop_by_themselves_with_no_soong_process_running(
     at_lease = launch(soong_env, "--hours", "2", "--name", "at-lease",
                       "--user-data", str(mine))
     killed = launch(soong_env, "--hours", "2", "--name", "killed")
+    extended = launch(soong_env, "--hours", "1", "--name", "extended")
+    sim.wait("the agent of the extended one", lambda: _alive(sim, extended))
+    soong(soong_env, "--sim", "extend", "1", extended, "-y")  # through its agent: 2 h now
     # from here on, no soong process until the check: only the simulator's API is watched
     agent = sim.wait("the agent of the killed one", lambda: _alive(sim, killed))
     sim.post(f"/instances/{killed}/fault", {"fault": "agent_kill"})
     restarted = sim.wait("its restart", lambda: _restarted(sim, killed))
     assert restarted["pid"] != agent["pid"]
-    for instance_id in (idle, at_lease, killed):
+    for instance_id in (idle, at_lease, killed, extended):
         sim.wait(f"{instance_id} to end", lambda: sim.status(instance_id) in
                  ("terminating", "terminated", "gone"))
     root = sim.state_dir / "agents" / at_lease / "root"  # the sandbox stays after the end
@@ -117,11 +120,20 @@ def test_instances_stop_by_themselves_with_no_soong_process_running(
     idle_root = sim.state_dir / "agents" / idle / "root"
     state = json.loads((idle_root / "var/lib/soong/agent-state.json").read_text())
     assert state["terminating"]["reason"] == "idle_timeout"
+    # the extended one stopped at its new deadline, an hour after the one it launched with
+    extended_root = sim.state_dir / "agents" / extended / "root"
+    ended = json.loads((extended_root / "var/lib/soong/agent-state.json").read_text())
+    assert ended["terminating"]["reason"] == "lease_expired"
+    [extension] = ended["extensions"]
+    assert extension["hours"] == 1 and extension["to"] == ended["lease_deadline"]
+    assert ended["lease_deadline"] == pytest.approx(extension["from"] + 3600)
+    assert ended["terminating"]["at"] >= ended["lease_deadline"] > extension["from"]
     # now soong again: history infers why each ended
     stopped = json.loads(soong(soong_env, "--sim", "status", "--stopped", "--json").stdout)
     reasons = {s["id"]: s["ended"] for s in stopped["instances"]}
     assert reasons[at_lease]["reason"] == "lease_expired"
     assert reasons[killed]["reason"] == "lease_expired"  # the restarted agent kept it
+    assert reasons[extended]["reason"] == "lease_expired"
 
 
 def _alive(sim: Sim, instance_id: str) -> Any:

@@ -12,30 +12,21 @@ from typing import Any, Callable
 
 import pytest
 
-from soong_core.clock import AcceleratedClock
-from soong_core.config import write_config_file
 from soong_core.models import TAG_HARD_DEADLINE, TAG_LEASE_DEADLINE, parse_timestamp
-from soong_core.testing import SoongEnv
 from soong_plugins.fabric_tunnel.testing import SshServer
-from soong_plugins.lambda_labs.provider import LambdaProvider
-from soong_plugins.lambda_labs.simulator.testing import DEFAULT_PUBLIC_KEY, SimHarness
+from soong_plugins.lambda_labs.simulator.testing import SimHarness
 from soong_plugins.lease_agent import tokens
 
 
 @pytest.fixture
-def cloud(sim_factory: Callable[..., SimHarness], sshd: SshServer,
-          soong_env: SoongEnv) -> SimHarness:
-    harness = sim_factory(clock=AcceleratedClock(1.0), boot_seconds=0, terminate_seconds=0)
-    LambdaProvider(harness.api_url, harness.api_key).add_ssh_key("soong", DEFAULT_PUBLIC_KEY)
-    write_config_file(soong_env.config_file, {
-        "defaults": {"provider": "lambda", "region": "us-east-1", "gpu": "gpu_1x_a10"},
-        "lambda": {"api_url": harness.api_url, "api_key": harness.api_key,
-                   "account_id": harness.simulator.account_id},
-        "agent": {"ready_timeout_seconds": 30},
-        "ssh": {"user": "root", "key_path": str(sshd.client_key),
-                "connect_timeout_seconds": 5},
-    })
-    return harness
+def extra_config(sshd: SshServer) -> dict[str, Any]:
+    return {"ssh": {"user": "root", "key_path": str(sshd.client_key),
+                    "connect_timeout_seconds": 5}}
+
+
+@pytest.fixture
+def cloud(lambda_sim: SimHarness) -> SimHarness:
+    return lambda_sim
 
 
 def agent_info(cloud: SimHarness, instance_id: str) -> dict[str, Any]:
