@@ -166,6 +166,16 @@ class SshServer:
         return self.start()
 
 
+def process_ended(pid: int) -> bool:
+    """The process has ended (a zombie its parent has not reaped yet counts as ended)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _children(pid: int) -> list[int]:
     """Every descendant of ``pid`` (Linux ``/proc``)."""
     parents: dict[int, list[int]] = {}

@@ -15,7 +15,7 @@ import pytest
 from soong_core.errors import UsageError
 from soong_core.testing import CliResult, SoongEnv, run_soong
 from soong_plugins.fabric_tunnel import tunnels
-from soong_plugins.fabric_tunnel.testing import EchoServer, SshServer, echo_through
+from soong_plugins.fabric_tunnel.testing import EchoServer, SshServer, echo_through, process_ended
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +41,6 @@ def wait_for(check: Any, limit: float = 20.0) -> Any:
     raise AssertionError("not within the limit")
 
 
-def gone(pid: int) -> bool:
-    """The process has ended (a zombie waiting for its parent counts as ended)."""
-    try:
-        os.kill(pid, 0)
-        stat = open(f"/proc/{pid}/stat").read()
-    except (ProcessLookupError, FileNotFoundError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 @pytest.fixture
 def tunnel(instance: str, echo_service: EchoServer, soong_env: SoongEnv) -> Any:
     """A started tunnel forwarding a free local port to the echo service."""
@@ -62,7 +52,7 @@ def tunnel(instance: str, echo_service: EchoServer, soong_env: SoongEnv) -> Any:
     assert started.exit_code == 0, started.stderr
     [state] = status(soong_env)
     yield local, state, started
-    if state["pid"] and not gone(state["pid"]):
+    if state["pid"] and not process_ended(state["pid"]):
         os.kill(state["pid"], signal.SIGKILL)
 
 
@@ -107,7 +97,7 @@ def test_stop_leaves_no_process_and_no_listening_port(tunnel: Any, soong_env: So
     stopped = soong(soong_env, "tunnel", "stop", "trainer")  # by the instance's name
     assert stopped.exit_code == 0, stopped.stderr
     assert f"stopped the tunnel to {instance} (pid {state['pid']})" in stopped.stdout
-    assert wait_for(lambda: gone(state["pid"]), limit=5)
+    assert wait_for(lambda: process_ended(state["pid"]), limit=5)
     assert not tunnels.listening(local) and not tunnels.listening(agent)
     assert not tunnels.state_path(instance).exists()
     assert status(soong_env) == []
@@ -120,7 +110,7 @@ def test_stopping_the_instance_stops_its_tunnel(tunnel: Any, soong_env: SoongEnv
     local, state, _ = tunnel
     stopped = soong(soong_env, "stop", instance, "-y", "--no-wait")
     assert stopped.exit_code == 0, stopped.stderr
-    assert wait_for(lambda: gone(state["pid"]), limit=5)
+    assert wait_for(lambda: process_ended(state["pid"]), limit=5)
     assert not tunnels.listening(local) and status(soong_env) == []
 
 
@@ -128,7 +118,7 @@ def test_a_killed_tunnel_process_is_reported_dead_and_cleaned(
         tunnel: Any, soong_env: SoongEnv) -> None:
     _, state, _ = tunnel
     os.kill(state["pid"], signal.SIGKILL)
-    wait_for(lambda: gone(state["pid"]), limit=5)
+    wait_for(lambda: process_ended(state["pid"]), limit=5)
     table = soong(soong_env, "tunnel", "status")
     assert "dead (cleaned)" in table.stdout
     assert status(soong_env) == []  # cleaned: reported once
