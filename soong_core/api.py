@@ -15,6 +15,7 @@ clock and history, so several can live in one process (a test, a notebook, a ser
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from soong_core.models import (
     LaunchRequest,
     LIMITS,
     Reason,
+    ReportedView,
     format_timestamp,
 )
 
@@ -58,6 +60,8 @@ log = logging.getLogger("soong.api")
 POLL_SECONDS = 1.0
 """Between readiness polls: the Lambda API allows one request per second."""
 CAPACITY_POLL_SECONDS = 10.0
+STATUS_DETAILS_BUDGET_S = 2.0
+"""Wall seconds ``status`` waits in all for the plugins' details (the agents' answers)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ class Soong:
         if history is not None:
             self.__dict__["history"] = history
         self._reconciled: list[Event] = []
+        self.status_details_budget_s = STATUS_DETAILS_BUDGET_S
+        """Wall seconds :meth:`status` waits in all for ``soong_status_details`` (asked
+        of every instance at once); what answers later is left out, with a warning."""
 
     @classmethod
     def from_config(cls, path: str | None = None, *, plugins: Plugins | None = None,
@@ -398,8 +405,10 @@ class Soong:
         request = plan.request
         now = self.clock.now()
         launch_id = uuid.uuid4().hex
-        lease_deadline = now + request.lease_hours * HOUR
-        hard_deadline = now + request.hard_timeout_hours * HOUR
+        # The deadlines are what the tags say (whole seconds), so that history, the
+        # agent and the tags agree on when each limit falls (and which falls first).
+        lease_deadline = float(math.floor(now + request.lease_hours * HOUR))
+        hard_deadline = float(math.floor(now + request.hard_timeout_hours * HOUR))
         tags = {
             TAG_LAUNCH_ID: launch_id,
             TAG_LAUNCHED_AT: format_timestamp(now),
@@ -590,29 +599,45 @@ class Soong:
         return self._view(instance, self.history.current_lease_deadline(instance.id),
                           last_activity_at=last_activity_at)
 
-    def _views(self, instances: Sequence[Instance]) -> list[InstanceView | None]:
-        """:meth:`view` of each of ``instances``, with one history read for the lease
-        deadlines of all of them (not one per instance)."""
+    def _views(self, instances: Sequence[Instance],
+               reported: Sequence[ReportedView | None] | None = None
+               ) -> list[InstanceView | None]:
+        """:meth:`view` of each of ``instances`` (built on what each one ``reported``,
+        where given), with one history read for the lease deadlines of all of them
+        (not one per instance)."""
         managed = [i.id for i in instances if i.managed]
         extended = self.history.lease_deadlines(managed) if managed else {}
-        return [self._view(i, extended.get(i.id)) if i.managed else None for i in instances]
+        reports = list(reported) if reported is not None else [None] * len(instances)
+        return [self._view(i, extended.get(i.id), reported=report) if i.managed else None
+                for i, report in zip(instances, reports)]
 
     def _view(self, instance: Instance, extended: float | None, *,
-              last_activity_at: float | None = None) -> InstanceView:
+              last_activity_at: float | None = None,
+              reported: ReportedView | None = None) -> InstanceView:
         """The view of a managed ``instance`` whose latest extension set the lease
-        deadline ``extended`` (``None``: never extended, the launch tag holds)."""
+        deadline ``extended`` (``None``: never extended, the launch tag holds). What the
+        instance ``reported`` (its agent) wins: the lease it enforces, its activity and
+        idle timeout."""
         launched = instance.launched_at
         hard = instance.hard_deadline
         lease = extended or instance.initial_lease_deadline
         assert launched is not None  # managed
         defaults = self.config["defaults"]
+        hard = hard if hard is not None else launched + defaults["hard_timeout_hours"] * HOUR
+        idle_timeout_s = (defaults["idle_timeout_minutes"] * 60.0
+                          if last_activity_at is not None else None)
+        if reported is not None:
+            if reported.lease_deadline is not None:
+                lease = min(reported.lease_deadline, hard)
+            if reported.idle_known:
+                last_activity_at = reported.last_activity_at
+                idle_timeout_s = reported.idle_timeout_s
         return InstanceView(
             instance_id=instance.id, launched_at=launched,
             lease_deadline=lease if lease is not None else launched + defaults["lease_hours"] * HOUR,
-            hard_deadline=hard if hard is not None else launched + defaults["hard_timeout_hours"] * HOUR,
+            hard_deadline=hard,
             last_activity_at=last_activity_at,
-            idle_timeout_s=(defaults["idle_timeout_minutes"] * 60.0
-                            if last_activity_at is not None else None),
+            idle_timeout_s=idle_timeout_s,
             idle_grace_s=defaults["idle_grace_minutes"] * 60.0,
             warn_before_s=defaults["warn_before_minutes"] * 60.0,
             price_cents_per_hour=instance.price_cents_per_hour,
@@ -636,12 +661,16 @@ class Soong:
                 raise SoongError(f"no instance {instance_id!r}",
                                  hints=["run `soong status` to list instances"])
         policies = self.plugins.policies().create_all(self.config)
+        # What runs on the instances (their agents) is asked of all of them at once.
+        details = self.plugins.status_details_many(listed, self.config,
+                                                   budget_s=self.status_details_budget_s)
+        reported = [reported_view(found) for found in details]
         now = self.clock.now()
         # One history read each for all instances: their leases, then their launches.
-        views = self._views(listed)
+        views = self._views(listed, reported)
         launches = self.history.latest_events(EventKind.LAUNCH, [i.id for i in listed])
         statuses = []
-        for instance, view in zip(listed, views):
+        for instance, view, found, report in zip(listed, views, details, reported):
             decision = policy.evaluate(policies, view, now) if view else None
             price = instance.price_cents_per_hour
             launch = launches.get(instance.id)
@@ -651,8 +680,8 @@ class Soong:
                 estimated_total=(costs.estimate_total(price, instance.launched_at,
                                                       decision.deadline, now)
                                  if decision and decision.deadline else None),
-                details=self.plugins.status_details(instance, self.config),
-                view=view, as_of=now, enforcement=enforcement(launch)))
+                details=found, view=view, as_of=now, enforcement=enforcement(launch),
+                reported=report if view is not None else None))
         statuses = with_history(self, statuses)
         if ended_since is not None and instance_id is None:
             statuses += ended_statuses(self, since=ended_since,
@@ -911,6 +940,38 @@ def _lost_while_waiting(instance_id: str, launch_id: str | None, exc: SoongError
         hints=[*exc.hints, f"once the API answers: check it with `soong status`, or stop it "
                            f"with `soong stop {instance_id}`"],
         detail=exc.detail, exit_code=exc.exit_code)
+
+
+VIEW_DETAIL = "view"
+"""The key of a ``soong_status_details`` mapping the core reads (:class:`ReportedView`)."""
+
+
+def reported_view(details: Mapping[str, Any]) -> ReportedView | None:
+    """The first plugin's ``view`` in ``details`` (``{plugin: mapping}``, in hook order)
+    as a :class:`ReportedView`: ``lease_deadline`` and ``last_activity_at`` POSIX times,
+    ``idle_timeout_s`` seconds (present, even null: the activity is known). A ``view``
+    that is not that is one warning, and status goes on without it."""
+
+    def time_or_none(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                 and math.isfinite(value) and value >= 0)
+
+    for plugin, found in details.items():
+        view = found.get(VIEW_DETAIL) if isinstance(found, Mapping) else None
+        if view is None:
+            continue
+        known = {"lease_deadline", "last_activity_at", "idle_timeout_s"}
+        if not isinstance(view, Mapping) or not set(view) <= known \
+                or not all(time_or_none(view[key]) for key in view):
+            log.warning("plugin %r: its status details' %r is not {lease_deadline, "
+                        "last_activity_at, idle_timeout_s} as numbers or null: ignored",
+                        plugin, VIEW_DETAIL)
+            continue
+        return ReportedView(source=plugin, lease_deadline=view.get("lease_deadline"),
+                            idle_known="idle_timeout_s" in view,
+                            last_activity_at=view.get("last_activity_at"),
+                            idle_timeout_s=view.get("idle_timeout_s") or None)
+    return None
 
 
 def _with_tags(request: LaunchRequest, tags: Mapping[str, str]) -> LaunchRequest:

@@ -96,6 +96,9 @@ class Facts:
     """What enforces the limits behind the next stop's reasons on the instance (plugin
     names; empty: nothing does); ``None`` when not known (no launch of it in history,
     or no next stop)."""
+    idle_s: float | None = None
+    """How long the instance has gone unused, as it reported (its agent); ``None`` when
+    not known (nothing on it answered, or it is not billing)."""
 
     @property
     def billing(self) -> bool:
@@ -120,10 +123,16 @@ def facts_of(status: InstanceStatus, now: Timestamp) -> Facts:
         stop_at = now  # a policy wants it stopped now, with no deadline of its own
     stop_in = stop_at - now if stop_at is not None else None
     overdue = billing and decision is not None and decision.action is Action.TERMINATE
+    reported = status.reported
+    idle = None
+    if reported is not None and reported.idle_known and billing and launched is not None:
+        last = reported.last_activity_at if reported.last_activity_at is not None else launched
+        idle = max(0.0, now - last)
     return Facts(status=status, now=now, managed=instance.managed, launched_at=launched,
                  uptime_s=uptime, lease_deadline=lease, hard_deadline=instance.hard_deadline,
                  time_left_s=time_left, next_stop_at=stop_at, next_stop_in_s=stop_in,
-                 overdue=overdue, ended=ended, enforced_by=_enforced_by(status, billing))
+                 overdue=overdue, ended=ended, enforced_by=_enforced_by(status, billing),
+                 idle_s=idle)
 
 
 def _enforced_by(status: InstanceStatus, billing: bool) -> tuple[str, ...] | None:

@@ -154,13 +154,22 @@ def soong_prepare_launch(request: LaunchRequest, config: Config) -> LaunchContri
 def soong_status_details(instance: Instance, config: Config) -> Mapping[str, Any] | None:
     """Contribute details to an instance's status (how the agent's view reaches ``status``).
 
-    Called for each instance shown by ``soong status`` and ``Soong.status()``.
+    Called for each instance shown by ``soong status`` and ``Soong.status()``, for all
+    of them at once from several threads (an implementation must be thread-safe), and
+    waited for about 2 s in all (``Soong.status_details_budget_s``): an answer that
+    comes later is left out, with one warning line. Ask only what answers quickly.
 
     :param instance: the :class:`~soong_core.models.Instance` as its provider reports it.
     :param config: the validated configuration.
     :return: a JSON-serialisable mapping or None. Results are kept per plugin name in
         ``InstanceStatus.details``. A plugin that raises is reported in one warning
-        line and the status is shown without its part.
+        line and the status is shown without its part. Two keys mean something to
+        soong: ``view`` (``{"lease_deadline", "last_activity_at", "idle_timeout_s"}``,
+        POSIX times and seconds, each optional; ``idle_timeout_s`` present, even
+        null, says the activity is known), what the instance itself enforces, on which
+        the policies are then judged (the first plugin's wins; see
+        :class:`~soong_core.models.ReportedView`); and ``notes``, a list of lines the
+        table shows under itself for the instance.
     """
 
 

@@ -516,6 +516,26 @@ class Ended:
 
 
 @dataclass(frozen=True)
+class ReportedView:
+    """What something running on the instance (its lease agent) reports of the
+    instance's limits and use, through the ``view`` key of a ``soong_status_details``
+    mapping. ``status`` judges the policies on it rather than on the tags and history
+    alone: there the idle timeout can be judged, since activity is seen on the instance.
+    """
+
+    source: str
+    """The plugin that reported it."""
+    lease_deadline: Timestamp | None = None
+    """The lease deadline enforced there (extensions included); ``None``: not said."""
+    idle_known: bool = False
+    """Whether the instance's activity is known: ``last_activity_at`` and
+    ``idle_timeout_s`` are then the instance's own (``None`` activity: none since launch;
+    ``None`` timeout: no idle stop)."""
+    last_activity_at: Timestamp | None = None
+    idle_timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
 class InstanceStatus:
     """An instance plus everything soong knows about it, ready for a reporter."""
 
@@ -538,6 +558,9 @@ class InstanceStatus:
     """What history recorded of the instance's end, for one the provider lists as ended
     or one only history still knows (``status --stopped``); ``None`` otherwise. The
     JSON output shows it as ``details.history`` too (see ``docs/json.md``)."""
+    reported: ReportedView | None = None
+    """What the instance itself reported (its lease agent), which :attr:`view` was
+    built from; ``None`` when nothing on it was asked or answered."""
 
 
 @dataclass(frozen=True)

@@ -86,15 +86,67 @@ def launch_contributions(plugins: Plugins, request: LaunchRequest, config: Mappi
     return found
 
 
-def status_details(plugins: Plugins, instance: Instance, config: Mapping[str, Any]
-                   ) -> dict[str, Any]:
-    """See :meth:`Plugins.status_details`."""
-    details: dict[str, Any] = {}
-    for plugin, result in each_tolerant(plugins, "soong_status_details",
-                                        instance=instance, config=config):
-        if result is not None:
-            details[plugin] = result
-    return details
+DETAIL_WORKERS = 16
+"""Threads asking plugins for status details at once (each call is one instance's)."""
+
+
+def status_details_many(plugins: Plugins, instances: Sequence[Instance],
+                        config: Mapping[str, Any], *, budget_s: float) -> list[dict[str, Any]]:
+    """See :meth:`Plugins.status_details_many`."""
+    import queue
+    import threading
+    import time
+
+    impls = plugins._impls("soong_status_details")
+    jobs: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    for index in range(len(instances)):
+        for number in range(len(impls)):
+            jobs.put((index, number))
+    answers: dict[tuple[int, int], Any] = {}
+    failures: dict[tuple[int, int], str] = {}
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            try:
+                index, number = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = _call(impls[number], {"instance": instances[index], "config": config})
+            except Exception as exc:  # one plugin's failure is its warning, not status's
+                with lock:
+                    failures[(index, number)] = _one_line(exc)
+                continue
+            with lock:
+                answers[(index, number)] = result
+
+    pending = len(instances) * len(impls)
+    threads = [threading.Thread(target=work, daemon=True, name="soong-status-details")
+               for _ in range(min(DETAIL_WORKERS, pending))]
+    end = time.monotonic() + budget_s
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    with lock:  # what came later is not waited for, and not shown
+        answered, failed = dict(answers), dict(failures)
+    late: dict[str, list[str]] = {}
+    found: list[dict[str, Any]] = [{} for _ in instances]
+    for index, instance in enumerate(instances):
+        for number, impl in enumerate(impls):
+            key = (index, number)
+            if key in failed:
+                log.warning("plugin %r failed in soong_status_details for %s: %s",
+                            impl.plugin_name, instance.id, failed[key])
+            elif key not in answered:
+                late.setdefault(impl.plugin_name, []).append(instance.id)
+            elif answered[key] is not None:
+                found[index][impl.plugin_name] = answered[key]
+    for plugin, ids in late.items():
+        log.warning("plugin %r gave no status details within %g s for %s: shown without them",
+                    plugin, budget_s, ", ".join(ids))
+    return found
 
 
 def emit(plugins: Plugins, event: Event, config: Mapping[str, Any]) -> None:

@@ -364,10 +364,22 @@ class Plugins:
         return launch_contributions(self, request, config)
 
     def status_details(self, instance: Instance, config: Mapping[str, Any]) -> dict[str, Any]:
-        """``{plugin: details}``; a failing plugin is a warning, the rest still show."""
-        from soong_core.plugin_calls import status_details
+        """``{plugin: details}``; a failing plugin is a warning, the rest still show
+        (:meth:`status_details_many` of one instance, with ``status``'s budget)."""
+        from soong_core.api import STATUS_DETAILS_BUDGET_S
 
-        return status_details(self, instance, config)
+        return self.status_details_many([instance], config,
+                                        budget_s=STATUS_DETAILS_BUDGET_S)[0]
+
+    def status_details_many(self, instances: Sequence[Instance], config: Mapping[str, Any],
+                            *, budget_s: float) -> list[dict[str, Any]]:
+        """:meth:`status_details` of each of ``instances``, asked in parallel (every
+        plugin for every instance at once, a few threads at a time) and waited for
+        ``budget_s`` wall seconds in all: what has not answered by then is left out,
+        in one warning line per plugin."""
+        from soong_core.plugin_calls import status_details_many
+
+        return status_details_many(self, instances, config, budget_s=budget_s)
 
     def extend_lease(self, instance: Instance, *, hours: float, previous_deadline: float,
                      lease_deadline: float, config: Mapping[str, Any]) -> None:

@@ -108,10 +108,10 @@ def test_table_shows_state_costs_and_the_next_stop_with_its_reason(
     result = run_cli("status")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "COST",
-                                "EST.", "TOTAL", "NEXT", "STOP"]
+    assert lines[0].split() == ["ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "IDLE",
+                                "COST", "EST.", "TOTAL", "NEXT", "STOP"]
     assert row(result.stdout, "train").split() == [
-        instance.id, "train", "active", "198.51.100.2", "gpu_1x_a10", "1h30m", "2h29m",
+        instance.id, "train", "active", "198.51.100.2", "gpu_1x_a10", "1h30m", "2h29m", "?",
         "$1.13", "$3.00", "2h29m:", "lease_expired", "(not", "enforced:", "stop", "it",
         "yourself)"]  # nothing on the instance enforces its lease yet
     assert ESC not in result.stdout  # not a terminal: plain
@@ -138,7 +138,7 @@ def test_an_instance_without_soong_tags_is_unmanaged_with_unknown_uptime(
     unmanaged(cloud, "by-hand")
     cells = row(run_cli("status").stdout, "by-hand").split()
     assert cells[2:] == ["active", "198.51.100.2", "gpu_1x_a100", "?", "?", "?", "?",
-                         "unmanaged"]
+                         "?", "unmanaged"]
 
 
 def test_ansi_and_no_ansi_decide_colour(run_cli: Run, launch: Callable[..., Instance]) -> None:
@@ -618,8 +618,8 @@ def test_past_200_rows_status_lays_out_text_not_a_rich_table(
     text = render(201)
     assert built == [1]  # not built again
     lines = text.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "COST",
-                                "EST.", "TOTAL", "NEXT", "STOP"]
+    assert lines[0].split() == ["ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "IDLE",
+                                "COST", "EST.", "TOTAL", "NEXT", "STOP"]
     assert len(lines) == 202 and lines[-1].split()[:3] == ["i-0200", "box-200", "active"]
 
 

@@ -451,7 +451,7 @@ def test_soong_status_details_are_kept_per_plugin(
     with caplog.at_level(logging.WARNING, logger="soong"):
         details = plugins.status_details(instance(), {})
     assert details == {"gpu": {"util": 93}}
-    assert "plugin 'agent' failed in soong_status_details: TimeoutError" in caplog.text
+    assert "plugin 'agent' failed in soong_status_details for i-1: TimeoutError" in caplog.text
 
 
 class Always(ActivitySource):

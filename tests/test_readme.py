@@ -40,7 +40,10 @@ def test_the_readme_main_job_runs_on_the_simulator(soong_env: SoongEnv) -> None:
     started, status, stopped = outputs[-3:]
     assert "is active at" in started
     instance_id = started.split(" is active at", 1)[0].split()[-1]
-    assert instance_id[:8] in status and "lease_expired" in status
+    [row] = [line.split() for line in status.splitlines() if line.startswith(instance_id[:8])]
+    header = status.splitlines()[0].split()
+    assert row[header.index("IDLE")] != "?", status  # the instance's agent was asked
+    assert row[-1] in ("idle_timeout", "lease_expired"), status
     assert f"{instance_id} terminated" in stopped
 
 

@@ -157,6 +157,18 @@ def soong_extend_lease(instance: Instance, hours: float, previous_deadline: floa
 
 
 @hookimpl
+def soong_status_details(instance: Instance, config: Mapping[str, Any]
+                         ) -> dict[str, Any] | None:
+    """The agent's own view, where it answers without a new SSH connection
+    (:mod:`.details`)."""
+    if _provider(config) != PROVIDER:
+        return None
+    from soong_plugins.lease_agent.details import agent_details
+
+    return agent_details(instance, config)
+
+
+@hookimpl
 def soong_lifecycle_event(event: Event, config: Mapping[str, Any]) -> None:
     """The token follows its instance: renamed at launch, removed at termination."""
     from soong_core.models import EventKind

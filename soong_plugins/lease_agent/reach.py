@@ -48,25 +48,35 @@ def direct_url(instance: Instance) -> str | None:
     return url.rstrip("/")
 
 
-@contextlib.contextmanager
-def agent_url(instance: Instance, config: Mapping[str, Any], *,
-              on_trust: Callable[[str], None] | None = None) -> Iterator[str]:
-    """The base URL of ``instance``'s agent, for the block (see the module docstring).
-    ``on_trust(fingerprint)`` hears a host key trusted on first use."""
+def open_url(instance: Instance, config: Mapping[str, Any]) -> str | None:
+    """Where ``instance``'s agent answers without a new SSH connection: the URL its
+    provider reports, or the local end of a running ``soong tunnel`` forwarding the
+    agent's port; None when only a new SSH connection would reach it."""
     direct = direct_url(instance)
     if direct is not None:
-        yield direct
-        return
-    port = agent_port(config)
+        return direct
     from soong_plugins.fabric_tunnel import tunnels
 
+    port = agent_port(config)
     state = tunnels.read_state(tunnels.state_path(instance.id))
     if state is not None and state.alive and state.document.get("state") == "up":
         for forward in state.forwards:
             if forward.get("role") == "agent" and forward.get("remote") == port \
                     and isinstance(forward.get("local"), int):
-                yield f"http://127.0.0.1:{forward['local']}"
-                return
+                return f"http://127.0.0.1:{forward['local']}"
+    return None
+
+
+@contextlib.contextmanager
+def agent_url(instance: Instance, config: Mapping[str, Any], *,
+              on_trust: Callable[[str], None] | None = None) -> Iterator[str]:
+    """The base URL of ``instance``'s agent, for the block (see the module docstring).
+    ``on_trust(fingerprint)`` hears a host key trusted on first use."""
+    existing = open_url(instance, config)
+    if existing is not None:
+        yield existing
+        return
+    port = agent_port(config)
     from soong_plugins.fabric_tunnel.connect import check_login
     from soong_plugins.fabric_tunnel.hostkeys import HostKeys
     from soong_plugins.fabric_tunnel.settings import target_for

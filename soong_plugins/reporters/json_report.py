@@ -85,6 +85,7 @@ def instance_document(fact: Facts) -> dict[str, Any]:
         "lease_deadline": when(fact.lease_deadline),
         "hard_deadline": when(fact.hard_deadline),
         "time_left_s": seconds(fact.time_left_s),
+        "idle_s": seconds(fact.idle_s),
         "cost_so_far": money(status.cost_so_far),
         "estimated_total": money(status.estimated_total),
         "price_per_hour": money(instance.price_per_hour),

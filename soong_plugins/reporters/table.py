@@ -1,7 +1,9 @@
 """The ``table`` reporter: what ``soong status`` prints for a person.
 
 One row per instance: short id, name, state, IP, GPU, uptime, time left on the lease,
-cost so far, estimated total, and when and why it will stop. Colours carry meaning
+idle time (as the instance's agent reports it), cost so far, estimated total, and when
+and why it will stop; under the table, the lines plugins add per instance (their
+details' ``notes``: an agent not asked or unreachable, its warnings). Colours carry meaning
 (red: billing past a limit or unhealthy; yellow: booting or about to stop; green:
 active; magenta: preempted; dim: over), and the same words are always there for
 plain output (``NO_COLOR``, a pipe, ``--no-ansi``), which has no escape codes at all.
@@ -27,11 +29,14 @@ from soong_core.text import printable
 if TYPE_CHECKING:
     from soong_core.models import InstanceStatus
 
-COLUMNS = ("ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "COST", "EST. TOTAL",
-           "NEXT STOP")
-NUMERIC = frozenset({"UPTIME", "LEFT", "COST", "EST. TOTAL"})
+COLUMNS = ("ID", "NAME", "STATE", "IP", "GPU", "UPTIME", "LEFT", "IDLE", "COST",
+           "EST. TOTAL", "NEXT STOP")
+NUMERIC = frozenset({"UPTIME", "LEFT", "IDLE", "COST", "EST. TOTAL"})
 """The right-justified columns."""
 TABLE_COLUMNS = tuple(Column(name, right=name in NUMERIC) for name in COLUMNS)
+NEXT_STOP_CELL = COLUMNS.index("NEXT STOP")
+NOTES_DETAIL = "notes"
+"""The key of a plugin's status details whose lines the table shows under the table."""
 
 STATE_STYLES: Mapping[InstanceState, str] = {
     InstanceState.BOOTING: "yellow",
@@ -66,6 +71,22 @@ class TableReporter(StatusReporter):
         shorts = short_ids([f.status.instance.id for f in facts])
         rows = [table_row(fact, shorts[fact.status.instance.id]) for fact in facts]
         out.write(render_table(TABLE_COLUMNS, rows, ansi=wants_ansi(out), header_rule=True))
+        for fact in facts:
+            for line in note_lines(fact.status, shorts[fact.status.instance.id]):
+                out.write(line + "\n")
+
+
+def note_lines(status: InstanceStatus, short_id: str) -> list[str]:
+    """The lines plugins add under the table for one instance (the ``notes`` list of
+    their status details: the lease agent's "not asked", "unreachable", warnings...),
+    each led by the instance's short id and name, its text escaped as the cells' is."""
+    who = short_id + (f" {status.instance.name}" if status.instance.name else "")
+    lines = []
+    for found in status.details.values():
+        notes = found.get(NOTES_DETAIL) if isinstance(found, Mapping) else None
+        if isinstance(notes, (list, tuple)):
+            lines += [printable(f"{who}: {note}") for note in notes if isinstance(note, str)]
+    return lines
 
 
 def table_row(fact: Facts, short_id: str) -> Row:
@@ -76,12 +97,12 @@ def table_row(fact: Facts, short_id: str) -> Row:
         cell_styles[2] = STATE_STYLES.get(fact.status.instance.state, "")
     stop_style = _stop_style(fact)
     if stop_style:
-        cell_styles[9] = stop_style
+        cell_styles[NEXT_STOP_CELL] = stop_style
     return Row(row_cells(fact, short_id), style=_row_style(fact), cell_styles=cell_styles)
 
 
 def row_cells(fact: Facts, short_id: str) -> list[str]:
-    """The ten cells of one row, as plain text: what came from the provider (a name, an
+    """The eleven cells of one row, as plain text: what came from the provider (a name, an
     id, an address) or from history with its control characters shown as escapes, so a
     name can neither break its row nor send the terminal a command."""
     instance = fact.status.instance
@@ -94,11 +115,20 @@ def row_cells(fact: Facts, short_id: str) -> list[str]:
         instance.type_name or UNKNOWN,
         format_duration(fact.uptime_s) if fact.uptime_s is not None else UNKNOWN,
         _left(fact),
+        _idle(fact),
         _cost(fact),
         format_money(fact.status.estimated_total) if fact.managed or fact.ended else UNKNOWN,
         next_stop_text(fact),
     ]
     return [printable(cell) for cell in cells]
+
+
+def _idle(fact: Facts) -> str:
+    """How long unused, as the instance reports it; unknown while billing without a
+    report (the laptop cannot see activity), ``-`` once it is not billing."""
+    if fact.idle_s is not None:
+        return format_duration(fact.idle_s)
+    return UNKNOWN if fact.billing else "-"
 
 
 def _cost(fact: Facts) -> str:

@@ -102,16 +102,32 @@ def test_instances_stop_by_themselves_with_no_soong_process_running(
     soong(soong_env, "config", "set", "defaults.idle_timeout_minutes", "600")
     at_lease = launch(soong_env, "--hours", "2", "--name", "at-lease",
                       "--user-data", str(mine))
-    killed = launch(soong_env, "--hours", "2", "--name", "killed")
+    killed = launch(soong_env, "--hours", "4", "--name", "killed")
     extended = launch(soong_env, "--hours", "1", "--name", "extended")
     sim.wait("the agent of the extended one", lambda: _alive(sim, extended))
     soong(soong_env, "--sim", "extend", "1", extended, "-y")  # through its agent: 2 h now
+    soong(soong_env, "config", "set", "defaults.lease_hours", "2")
+    soong(soong_env, "config", "set", "defaults.hard_timeout_hours", "3")
+    to_max = launch(soong_env, "--hours", "2", "--name", "to-max")
+    sim.wait("the agent of the one taken to its hard limit", lambda: _alive(sim, to_max))
+    past = run_soong("--sim", "extend", "5", to_max, "-y", env=soong_env, timeout=120)
+    assert past.exit_code == 1 and "would pass its hard limit" in past.stderr
+    assert "at most 59m more" in past.stderr or "at most 1h more" in past.stderr
+    soong(soong_env, "--sim", "extend", "5", to_max, "-y", "--to-max")
+    # status asks its agent: idle since its launch (its 10 h idle timeout is far off),
+    # and the lease now ends at the hard limit
+    shown = json.loads(soong(soong_env, "--sim", "status", "--json").stdout)
+    [maxed_view] = [i for i in shown["instances"] if i["id"] == to_max]
+    agent_view = maxed_view["details"]["lease_agent"]
+    assert agent_view["state"] == "answered" and agent_view["idle_timeout_s"] == 600 * 60
+    assert maxed_view["idle_s"] is not None and maxed_view["idle_s"] >= 60
+    assert maxed_view["lease_deadline"] == maxed_view["hard_deadline"]
     # from here on, no soong process until the check: only the simulator's API is watched
     agent = sim.wait("the agent of the killed one", lambda: _alive(sim, killed))
     sim.post(f"/instances/{killed}/fault", {"fault": "agent_kill"})
     restarted = sim.wait("its restart", lambda: _restarted(sim, killed))
     assert restarted["pid"] != agent["pid"]
-    for instance_id in (idle, at_lease, killed, extended):
+    for instance_id in (idle, at_lease, killed, extended, to_max):
         sim.wait(f"{instance_id} to end", lambda: sim.status(instance_id) in
                  ("terminating", "terminated", "gone"))
     root = sim.state_dir / "agents" / at_lease / "root"  # the sandbox stays after the end
@@ -128,12 +144,19 @@ def test_instances_stop_by_themselves_with_no_soong_process_running(
     assert extension["hours"] == 1 and extension["to"] == ended["lease_deadline"]
     assert ended["lease_deadline"] == pytest.approx(extension["from"] + 3600)
     assert ended["terminating"]["at"] >= ended["lease_deadline"] > extension["from"]
+    # taken to its hard limit: its lease ended there, and it stopped at that moment
+    maxed = json.loads((sim.state_dir / "agents" / to_max / "root" /
+                        "var/lib/soong/agent-state.json").read_text())
+    hard = maxed["lease_deadline"]
+    assert "hard_timeout" in maxed["terminating"]["reasons"]
+    assert hard <= maxed["terminating"]["at"] < hard + 60  # within a simulated minute
     # now soong again: history infers why each ended
     stopped = json.loads(soong(soong_env, "--sim", "status", "--stopped", "--json").stdout)
     reasons = {s["id"]: s["ended"] for s in stopped["instances"]}
     assert reasons[at_lease]["reason"] == "lease_expired"
     assert reasons[killed]["reason"] == "lease_expired"  # the restarted agent kept it
     assert reasons[extended]["reason"] == "lease_expired"
+    assert reasons[to_max]["reason"] == "hard_timeout"  # the hard limit, at the same moment
 
 
 def _alive(sim: Sim, instance_id: str) -> Any:
