@@ -135,7 +135,9 @@ def _answered(found: dict[str, Any], instance: Instance, answer: Mapping[str, An
         view["last_activity_at"] = _number(idle.get("last_activity_at"))
         view["idle_timeout_s"] = timeout
     found["view"] = view
-    notes = [f"agent warning: {w}" for w in warnings]
+    # The warning of a stop that is near is the next stop itself, which the row shows.
+    near = answer.get("message") if answer.get("action") == "warn" else None
+    notes = [f"agent warning: {w}" for w in warnings if w != near]
     if found["version_skew"]:
         notes.append(f"its agent is version {version}, this soong carries {bundled}: "
                      f"`soong agent install {instance.id}` updates it")
