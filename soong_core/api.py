@@ -952,9 +952,11 @@ def reported_view(details: Mapping[str, Any]) -> ReportedView | None:
     ``idle_timeout_s`` seconds (present, even null: the activity is known). A ``view``
     that is not that is one warning, and status goes on without it."""
 
+    from soong_core.numbers import finite_number
+
     def time_or_none(value: Any) -> bool:
-        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                 and math.isfinite(value) and value >= 0)
+        number = finite_number(value)
+        return value is None or (number is not None and number >= 0)
 
     for plugin, found in details.items():
         view = found.get(VIEW_DETAIL) if isinstance(found, Mapping) else None

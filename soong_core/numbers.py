@@ -18,6 +18,15 @@ from soong_core.errors import UsageError
 Number = Union[int, float]
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite int or float (not a bool), else None:
+    how a number read from JSON someone else wrote (history, an agent's answer) is
+    taken, or not."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def parse_number(text: str | int | float, what: str, *, unit: str | None = None,
                  minimum: float | None = None, maximum: float | None = None,
                  above: float | None = None, integer: bool = False,

@@ -48,7 +48,6 @@ batched (:meth:`~soong_core.history.History.latest_events`), one query for all.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -73,6 +72,7 @@ from soong_core.models import (
     Timestamp,
     format_timestamp,
 )
+from soong_core.numbers import finite_number
 
 if TYPE_CHECKING:
     from soong_core.api import Soong
@@ -105,7 +105,7 @@ def launch_price_cents(launch: Event) -> int | None:
     stored = launch.detail.get(PRICE_DETAIL)
     if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
         return stored
-    lease_deadline = _number(launch.detail.get("lease_deadline"))
+    lease_deadline = finite_number(launch.detail.get("lease_deadline"))
     if launch.cost is None or lease_deadline is None:
         return None
     hours = costs.to_decimal(lease_deadline - launch.at) / HOUR
@@ -219,12 +219,12 @@ def _termination(soong: Soong, launch: Event, current: Instance | None, now: Tim
     """The terminate event for ``launch``'s instance, which the provider shows ended."""
     defaults = soong.config["defaults"]
     launched = launch.at
-    hard = _number(launch.detail.get("hard_deadline"))
+    hard = finite_number(launch.detail.get("hard_deadline"))
     if hard is None:
         hard = launched + float(defaults["hard_timeout_hours"]) * HOUR
     lease = soong.history.current_lease_deadline(launch.instance_id)
     if lease is None:
-        lease = _number(launch.detail.get("lease_deadline"))
+        lease = finite_number(launch.detail.get("lease_deadline"))
     if lease is None:
         lease = launched + float(defaults["lease_hours"]) * HOUR
     lease = min(lease, hard)  # an extension never passes the hard limit
@@ -348,7 +348,7 @@ def _instance_from_history(launch: Event | None, end: Event) -> Instance:
         tags[TAG_LAUNCHED_AT] = format_timestamp(launch.at)
         for key, tag in (("lease_deadline", TAG_LEASE_DEADLINE),
                          ("hard_deadline", TAG_HARD_DEADLINE)):
-            value = _number(launch.detail.get(key))
+            value = finite_number(launch.detail.get(key))
             if value is not None:
                 tags[tag] = format_timestamp(value)
     source = launch or end
@@ -357,12 +357,6 @@ def _instance_from_history(launch: Event | None, end: Event) -> Instance:
                     type_name=source.type_name or end.type_name,
                     region=source.region or end.region, price_cents_per_hour=price,
                     tags=tags)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _int(value: Any) -> int | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from soong_core.models import Instance, InstanceState, format_timestamp
+from soong_core.numbers import finite_number
 
 ASK_TIMEOUT_S = 1.5
 """Wall seconds one agent has to answer ``GET /status`` (within the core's 2 s)."""
@@ -83,14 +84,6 @@ def _after_who(message: str) -> str:
     return message
 
 
-def _number(value: Any) -> float | None:
-    import math
-
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -101,20 +94,20 @@ def _list(value: Any) -> list[Any]:
 
 def _answered(found: dict[str, Any], instance: Instance, answer: Mapping[str, Any],
               bundled: str) -> dict[str, Any]:
-    now = _number(answer.get("now"))
+    now = finite_number(answer.get("now"))
     idle = _mapping(answer.get("idle"))
     version = answer.get("version") if isinstance(answer.get("version"), str) else None
-    lease = _number(answer.get("lease_deadline"))
+    lease = finite_number(answer.get("lease_deadline"))
     stop = _mapping(answer.get("next_stop"))
-    stop_at = _number(stop.get("at"))
+    stop_at = finite_number(stop.get("at"))
     reasons = [r for r in _list(stop.get("reasons")) if isinstance(r, str)]
     warnings = [w if isinstance(w, str) else str(w.get("message", w))
                 for w in _list(answer.get("warnings")) if isinstance(w, (str, Mapping))]
     health = _mapping(answer.get("health"))
     gpus = [gpu for gpu in _list(health.get("gpus")) if isinstance(gpu, Mapping)] \
         if isinstance(health.get("gpus"), list) else None
-    timeout = _number(idle.get("timeout_seconds"))
-    idle_s = _number(idle.get("seconds"))
+    timeout = finite_number(idle.get("timeout_seconds"))
+    idle_s = finite_number(idle.get("seconds"))
     found.update(
         state="answered", version=version,
         version_skew=version is not None and version != bundled,
@@ -132,7 +125,7 @@ def _answered(found: dict[str, Any], instance: Instance, answer: Mapping[str, An
     if lease is not None:
         view["lease_deadline"] = lease
     if "timeout_seconds" in idle:
-        view["last_activity_at"] = _number(idle.get("last_activity_at"))
+        view["last_activity_at"] = finite_number(idle.get("last_activity_at"))
         view["idle_timeout_s"] = timeout
     found["view"] = view
     # The warning of a stop that is near is the next stop itself, which the row shows.
@@ -150,5 +143,5 @@ def _answered(found: dict[str, Any], instance: Instance, answer: Mapping[str, An
 
 
 def _gpu_use(gpu: Mapping[str, Any]) -> str:
-    used = _number(gpu.get("utilization_percent"))
+    used = finite_number(gpu.get("utilization_percent"))
     return f"GPU {gpu.get('index', '?')} " + (f"{used:g}%" if used is not None else "unknown")
